@@ -6,6 +6,22 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+/// The Envoy protos whose messages appear in weft's xDS resources.
+const ENVOY_RESOURCES: &[&str] = &[
+    "envoy/config/listener/v3/listener.proto",
+    "envoy/config/cluster/v3/cluster.proto",
+    "envoy/config/route/v3/route.proto",
+    "envoy/config/endpoint/v3/endpoint.proto",
+    "envoy/extensions/transport_sockets/tls/v3/secret.proto",
+    "envoy/extensions/transport_sockets/tls/v3/tls.proto",
+    "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto",
+    "envoy/extensions/filters/http/router/v3/router.proto",
+    "envoy/extensions/filters/http/rbac/v3/rbac.proto",
+    "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto",
+    "envoy/extensions/filters/network/rbac/v3/rbac.proto",
+    "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
+];
+
 fn main() -> Result<()> {
     let own = Path::new("proto");
     let files = [own.join("weft/identity.proto"), own.join("weft/tap.proto")];
@@ -15,6 +31,12 @@ fn main() -> Result<()> {
 
     let mut includes = vec![own.to_path_buf()];
     includes.extend(envoy_proto_dirs()?);
+
+    // Descriptors of the Envoy resources weft serves, so tools can render
+    // them as JSON (config dumps) without a copy of Envoy's protos.
+    let envoy = protox::compile(ENVOY_RESOURCES, &includes).context("compiling Envoy descriptors")?;
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out_dir.join("envoy_descriptor.bin"), prost::Message::encode_to_vec(&envoy))?;
 
     let fds = protox::compile(&files, &includes).context("compiling weft protos")?;
     let mut config = tonic_prost_build::configure().compile_well_known_types(true);
@@ -54,10 +76,8 @@ fn envoy_proto_dirs() -> Result<Vec<PathBuf>> {
         .find(|p| p["name"] == "envoy-types")
         .and_then(|p| p["manifest_path"].as_str())
         .context("envoy-types is not in cargo metadata")?;
-    let proto_root = Path::new(manifest)
-        .parent()
-        .context("envoy-types manifest has no parent")?
-        .join("proto");
+    let proto_root =
+        Path::new(manifest).parent().context("envoy-types manifest has no parent")?.join("proto");
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&proto_root)
         .with_context(|| format!("reading {}", proto_root.display()))?
         .filter_map(|e| e.ok())

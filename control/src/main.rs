@@ -1,1 +1,159 @@
-fn main() {}
+//! `weft`: the control plane (`weft control`) and the operator's CLI.
+
+#![forbid(unsafe_code)]
+
+mod cli;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use weft_control::bootstrap::{AdsMode, BootstrapConfig, envoy_bootstrap};
+use weft_control::server::ControlConfig;
+
+/// weft: a service mesh. Run the control plane, or talk to one.
+#[derive(Debug, Parser)]
+#[command(name = "weft", version, about)]
+struct Args {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `weft_control=debug`.
+    #[arg(long, env = "WEFT_LOG", default_value = "info", global = true)]
+    log: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "WEFT_LOG_JSON", global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve xDS from a directory of Kubernetes-style manifests.
+    Control {
+        /// Directory of YAML manifests (Services, EndpointSlices, Pods, Namespaces, SMI); watched for changes.
+        #[arg(long, env = "WEFT_MANIFESTS")]
+        manifests: PathBuf,
+        /// Address of the xDS gRPC server (ADS and per-type services).
+        #[arg(long, env = "WEFT_XDS_ADDR", default_value = "127.0.0.1:8086")]
+        xds_addr: SocketAddr,
+        /// Address of the admin API (/ready, /live, /metrics, /debug/*, /apply).
+        #[arg(long, env = "WEFT_ADMIN_ADDR", default_value = "127.0.0.1:8085")]
+        admin_addr: SocketAddr,
+        /// How often the manifest directory is checked for changes, in milliseconds.
+        #[arg(long, env = "WEFT_RELOAD_INTERVAL_MS", default_value_t = 250)]
+        reload_interval_ms: u64,
+    },
+    /// Send manifests to the control plane, which validates them and stores them only if all are valid.
+    Apply {
+        /// A YAML file, a directory of them, or `-` for standard input.
+        #[arg(short = 'f', long = "filename", env = "WEFT_APPLY_FILE")]
+        file: PathBuf,
+        /// The control plane's admin address.
+        #[arg(long, env = "WEFT_ADMIN_ADDR", default_value = "127.0.0.1:8085")]
+        admin_addr: SocketAddr,
+    },
+    /// Print an Envoy bootstrap (YAML) that points stock Envoy at the control plane over ADS.
+    EnvoyBootstrap {
+        /// The proxy's node id, unique in the mesh.
+        #[arg(long, env = "WEFT_NODE_ID")]
+        node_id: String,
+        /// The workload's namespace.
+        #[arg(long, env = "WEFT_NAMESPACE", default_value = "default")]
+        namespace: String,
+        /// The workload's ServiceAccount.
+        #[arg(long, env = "WEFT_SERVICE_ACCOUNT", default_value = "default")]
+        service_account: String,
+        /// The workload's pod IP (locally, its own loopback address); Envoy's listeners bind there.
+        #[arg(long, env = "WEFT_POD_IP")]
+        pod_ip: IpAddr,
+        /// The control plane's xDS address (host:port).
+        #[arg(long, env = "WEFT_XDS_ADDR", default_value = "127.0.0.1:8086")]
+        xds_addr: String,
+        /// Envoy's admin address [default: <pod-ip>:4191].
+        #[arg(long, env = "WEFT_PROXY_ADMIN_ADDR")]
+        admin_addr: Option<SocketAddr>,
+        /// Use incremental (Delta) ADS. This is the default.
+        #[arg(long, conflicts_with = "sotw")]
+        delta: bool,
+        /// Use State-of-the-World ADS.
+        #[arg(long)]
+        sotw: bool,
+    },
+}
+
+fn init_logs(filter: &str, json: bool) -> anyhow::Result<()> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).with_context(|| format!("--log {filter:?}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Command::Control { manifests, xds_addr, admin_addr, reload_interval_ms } => {
+            init_logs(&args.log, args.log_json)?;
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async {
+                let config = ControlConfig {
+                    manifests,
+                    xds_addr,
+                    admin_addr,
+                    reload_interval: Duration::from_millis(reload_interval_ms),
+                };
+                let running = weft_control::server::start(config).await?;
+                tracing::info!(xds = %running.xds_addr, admin = %running.admin_addr, "weft control plane serving");
+                tokio::select! {
+                    r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+                    r = cli::terminate() => r?,
+                }
+                tracing::info!("shutting down");
+                running.shutdown().await;
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::Apply { file, admin_addr } => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(cli::apply(&file, admin_addr))
+        }
+        Command::EnvoyBootstrap {
+            node_id,
+            namespace,
+            service_account,
+            pod_ip,
+            xds_addr,
+            admin_addr,
+            delta: _,
+            sotw,
+        } => {
+            let cfg = BootstrapConfig {
+                node_id,
+                namespace,
+                service_account,
+                pod_ip,
+                xds_addr,
+                admin_addr: admin_addr.unwrap_or(SocketAddr::new(pod_ip, 4191)),
+                mode: if sotw { AdsMode::Sotw } else { AdsMode::Delta },
+            };
+            print!("{}", envoy_bootstrap(&cfg)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

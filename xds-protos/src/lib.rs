@@ -19,6 +19,10 @@ pub mod type_url {
     pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 }
 
+/// A `FileDescriptorSet` (protobuf-encoded) of the Envoy resources weft
+/// serves and their extensions, for rendering them as JSON.
+pub const ENVOY_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptor.bin"));
+
 /// weft's identity service: CSR signing for workloads.
 pub mod identity {
     #![allow(missing_docs, unreachable_pub, clippy::all)]

@@ -1,0 +1,48 @@
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use super::*;
+use crate::model::{Key, MeshState, Protocol, Service, ServicePort, TargetPort};
+use crate::translate::{INBOUND_PORT, OUTBOUND_PORT, ProxyNode};
+
+fn node(id: &str, ip: &str) -> ProxyNode {
+    ProxyNode {
+        id: id.into(),
+        namespace: "default".into(),
+        service_account: "default".into(),
+        pod_ip: ip.parse().unwrap(),
+        inbound_port: INBOUND_PORT,
+        outbound_port: OUTBOUND_PORT,
+    }
+}
+
+#[test]
+fn shared_resources_are_encoded_once_and_listeners_are_per_proxy() {
+    let mut state = MeshState::default();
+    let key = Key::new("default", "web");
+    state.services.insert(
+        key.clone(),
+        Service {
+            key,
+            selector: Default::default(),
+            cluster_ip: None,
+            ports: vec![ServicePort {
+                name: None,
+                port: 80,
+                target_port: TargetPort::Number(8080),
+                protocol: Protocol::Http,
+            }],
+        },
+    );
+    let snap = Snapshot::build(1, Arc::new(state)).unwrap();
+    let a = snap.for_proxy(&node("a", "127.0.1.1"));
+    let b = snap.for_proxy(&node("b", "127.0.1.2"));
+    let cluster = "outbound|80||web.default.svc.cluster.local";
+    assert!(Arc::ptr_eq(&a.by_type[type_url::CLUSTER][cluster], &b.by_type[type_url::CLUSTER][cluster]));
+    assert!(Arc::ptr_eq(&a.by_type[type_url::ROUTE]["outbound"], &b.by_type[type_url::ROUTE]["outbound"]));
+    assert_ne!(
+        a.by_type[type_url::LISTENER]["outbound"].version,
+        b.by_type[type_url::LISTENER]["outbound"].version
+    );
+}

@@ -1,0 +1,214 @@
+//! Running the control plane: the manifest source feeding snapshots, the xDS
+//! server and the admin API, started together and stopped together.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::admin::{self, AdminState};
+use crate::cache::Snapshot;
+use crate::metrics::Metrics;
+use crate::source::{ApplyHandle, LoadReport, ManifestDir, ManifestError};
+use crate::xds::{self, Registry, XdsContext};
+
+/// How `weft control` runs.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// The manifest directory.
+    pub manifests: PathBuf,
+    /// Where xDS is served (port 0 picks one).
+    pub xds_addr: SocketAddr,
+    /// Where the admin API is served (port 0 picks one).
+    pub admin_addr: SocketAddr,
+    /// How often the manifest directory is re-read.
+    pub reload_interval: Duration,
+}
+
+/// Why the control plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listening socket could not be bound.
+    #[error("binding {what} to {addr}: {source}")]
+    Bind {
+        /// `xDS` or `admin`.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The manifest directory is missing or unreadable.
+    #[error("manifest directory {0}: {1}")]
+    Manifests(PathBuf, String),
+}
+
+/// The manifest source as the rest of the control plane sees it: the latest
+/// load report, and applies (validated, stored, then reloaded by the watcher).
+#[derive(Debug, Clone)]
+pub struct SourceHandle {
+    reports: watch::Receiver<Arc<LoadReport>>,
+    applier: ApplyHandle,
+}
+
+impl SourceHandle {
+    /// The invalid objects of the last load.
+    pub async fn errors(&self) -> Vec<ManifestError> {
+        self.reports.borrow().errors.clone()
+    }
+
+    /// Validates `text`; if every document is valid, stores it.
+    /// Returns one line per object, or one line per problem (nothing stored).
+    pub async fn apply(&self, label: &str, text: &str) -> Result<Vec<String>, Vec<String>> {
+        match self.applier.apply(label, text).await {
+            Ok(outcome) => {
+                info!(objects = ?outcome.objects, "applied");
+                Ok(outcome.objects)
+            }
+            Err(errors) => Err(errors.iter().map(ToString::to_string).collect()),
+        }
+    }
+}
+
+/// Turns load reports into published snapshots, one version per change.
+#[derive(Debug)]
+struct Publisher {
+    version: u64,
+    snapshots: watch::Sender<Arc<Snapshot>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Publisher {
+    fn publish(&mut self, report: &LoadReport) {
+        for e in &report.errors {
+            warn!(error = %e, "invalid manifest; the last valid version is kept");
+        }
+        self.metrics.invalid_objects.set(i64::try_from(report.errors.len()).unwrap_or(i64::MAX));
+        let version = self.version + 1;
+        match Snapshot::build(version, Arc::new(report.state.clone())) {
+            Ok(snapshot) => {
+                self.version = version;
+                self.metrics.snapshot_version.set(i64::try_from(version).unwrap_or(i64::MAX));
+                info!(version, clusters = snapshot.clusters.len(), "publishing snapshot");
+                self.snapshots.send_replace(Arc::new(snapshot));
+            }
+            Err(e) => error!(error = %e, "snapshot is inconsistent and was not published"),
+        }
+    }
+}
+
+/// A running control plane.
+#[derive(Debug)]
+pub struct RunningControl {
+    /// The bound xDS address.
+    pub xds_addr: SocketAddr,
+    /// The bound admin address.
+    pub admin_addr: SocketAddr,
+    /// The manifest source.
+    pub source: SourceHandle,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningControl {
+    /// Stops serving: a graceful stop of up to a second, then open streams are cut.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let abort = t.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(1), t).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { what, addr, source })
+}
+
+/// Loads the manifests, publishes the first snapshot and starts serving.
+pub async fn start(config: ControlConfig) -> Result<RunningControl, ServerError> {
+    if !config.manifests.is_dir() {
+        return Err(ServerError::Manifests(config.manifests.clone(), "not a directory".into()));
+    }
+    let metrics = Arc::new(Metrics::new());
+    let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::empty()));
+    let mut publisher = Publisher { version: 0, snapshots: snap_tx, metrics: metrics.clone() };
+    // The first load happens before anything is served, so no proxy sees an empty mesh.
+    let mut dir = ManifestDir::new(config.manifests.clone());
+    let first = dir.load();
+    publisher.publish(&first);
+    let (report_tx, mut report_rx) = watch::channel(Arc::new(first));
+    let (applier, apply_requests) = ApplyHandle::channel(16);
+    let source = SourceHandle { reports: report_rx.clone(), applier };
+
+    let xds_listener = bind("xDS", config.xds_addr).await?;
+    let admin_listener = bind("admin", config.admin_addr).await?;
+    let xds_addr = xds_listener.local_addr().map_err(|source| ServerError::Bind {
+        what: "xDS",
+        addr: config.xds_addr,
+        source,
+    })?;
+    let admin_addr = admin_listener.local_addr().map_err(|source| ServerError::Bind {
+        what: "admin",
+        addr: config.admin_addr,
+        source,
+    })?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let registry = Registry::default();
+
+    let mut tasks = Vec::new();
+    let ctx = XdsContext { snapshots: snap_rx.clone(), registry: registry.clone(), metrics: metrics.clone() };
+    let mut stop = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(xds_listener);
+        let result = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_routes(xds::routes(ctx))
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = result {
+            error!(error = %e, "xDS server failed");
+        }
+    }));
+
+    let admin_state = AdminState { snapshots: snap_rx, registry, metrics, source: source.clone() };
+    let mut stop = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let result = axum::serve(admin_listener, admin::router(admin_state))
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = result {
+            error!(error = %e, "admin server failed");
+        }
+    }));
+
+    let mut stop = shutdown_rx.clone();
+    let watcher = tokio::spawn(dir.watch(config.reload_interval, report_tx, apply_requests));
+    let watcher_abort = watcher.abort_handle();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = report_rx.changed() => {
+                    if changed.is_err() { break; }
+                    let report = report_rx.borrow_and_update().clone();
+                    publisher.publish(&report);
+                }
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+        watcher_abort.abort();
+    }));
+
+    Ok(RunningControl { xds_addr, admin_addr, source, shutdown, tasks })
+}

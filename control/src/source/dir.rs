@@ -1,0 +1,529 @@
+//! The manifest directory: every `*.yaml`/`*.yml` file under a root, loaded into a
+//! [`MeshState`], kept live by [`ManifestDir::watch`] and written to by
+//! [`ManifestDir::apply`].
+//!
+//! Loading never loses a good object to a bad edit: a refused object keeps its last
+//! valid version (and the error is reported), and a file that cannot be read or has a
+//! YAML syntax error keeps every object last loaded from it. An object removed from
+//! disk is removed from the state.
+
+mod apply;
+mod watch;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::manifest::{self, ManifestError, Object, Outcome};
+use crate::model::{Key, Kind, MeshState};
+
+pub use apply::ApplyOutcome;
+pub use watch::{ApplyHandle, ApplyRequest};
+
+/// How deep symlinked or nested directories are followed, against symlink loops.
+const MAX_DEPTH: usize = 16;
+
+/// The result of loading the directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// The mesh state: every valid object, plus the last valid version of refused ones.
+    pub state: MeshState,
+    /// Every problem found, in file order (sorted paths, then document order).
+    pub errors: Vec<ManifestError>,
+    /// Whether `state` or `errors` differ from the previous load (always true for the first).
+    pub changed: bool,
+}
+
+/// Where a document lives: file, index of its `---` section, and that section's first line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Location {
+    path: PathBuf,
+    doc_index: usize,
+    line: usize,
+}
+
+/// An object in the state and where it came from.
+#[derive(Debug, Clone)]
+struct Entry {
+    object: Object,
+    origin: Location,
+    /// False when the object was kept from an earlier load because its file cannot be
+    /// read or parsed now: `origin` may then no longer point at it.
+    located: bool,
+}
+
+/// The files read by one scan: path to contents, or why it could not be read.
+/// A directory that cannot be listed appears as its own path with an error.
+type Scan = BTreeMap<PathBuf, Result<String, String>>;
+
+/// A directory of Kubernetes-style manifests, the embedded default source.
+///
+/// ```no_run
+/// # async fn run() {
+/// use std::{sync::Arc, time::Duration};
+/// use weft_control::source::{ApplyHandle, ManifestDir};
+///
+/// let mut dir = ManifestDir::new("manifests");
+/// let first = dir.load();
+/// let (reports, mut updates) = tokio::sync::watch::channel(Arc::new(first));
+/// let (applier, requests) = ApplyHandle::channel(16);
+/// tokio::spawn(dir.watch(Duration::from_secs(1), reports, requests));
+/// // `updates` sees every new state; `applier.apply(..)` serves `weft apply`.
+/// # let _ = (updates.changed().await, applier);
+/// # }
+/// ```
+pub struct ManifestDir {
+    root: PathBuf,
+    /// The objects of the last load, by kind and key.
+    objects: BTreeMap<(Kind, Key), Entry>,
+    /// Where refused objects whose kind and key could be read were found in the last load.
+    refused_at: BTreeMap<(Kind, Key), Location>,
+    /// TrafficSplit first-seen sequence numbers, kept across loads.
+    split_seq: BTreeMap<Key, u64>,
+    next_seq: u64,
+    /// The files as the last load read them.
+    last_scan: Option<Scan>,
+    /// What the last load produced.
+    last_state: MeshState,
+    last_errors: Vec<ManifestError>,
+}
+
+impl std::fmt::Debug for ManifestDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the file contents the last scan holds.
+        f.debug_struct("ManifestDir")
+            .field("root", &self.root)
+            .field("objects", &self.objects.len())
+            .field("errors", &self.last_errors.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ManifestDir {
+    /// A directory source over `root`; nothing is read until [`load`](Self::load).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            objects: BTreeMap::new(),
+            refused_at: BTreeMap::new(),
+            split_seq: BTreeMap::new(),
+            next_seq: 0,
+            last_scan: None,
+            last_state: MeshState::default(),
+            last_errors: Vec::new(),
+        }
+    }
+
+    /// The directory's root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Reads every manifest file and builds the mesh state.
+    ///
+    /// Files are read in sorted path order, recursively, skipping hidden files and
+    /// directories and editor leftovers. When the same kind and key is defined twice,
+    /// the first definition wins and the later one is reported.
+    pub fn load(&mut self) -> LoadReport {
+        let scan = self.scan();
+        self.build(scan)
+    }
+
+    /// Where an object of the last load was read from: its file and document index
+    /// (see [`ParsedDoc::doc_index`](super::ParsedDoc::doc_index)).
+    pub fn origin(&self, kind: Kind, key: &Key) -> Option<(PathBuf, usize)> {
+        self.objects.get(&(kind, key.clone())).map(|e| (e.origin.path.clone(), e.origin.doc_index))
+    }
+
+    /// Loads again only if a file changed since the last load.
+    fn poll(&mut self) -> Option<LoadReport> {
+        let scan = self.scan();
+        if self.last_scan.as_ref() == Some(&scan) {
+            return None;
+        }
+        Some(self.build(scan))
+    }
+
+    /// The report of the last load, without reading anything.
+    fn last_report(&self) -> LoadReport {
+        LoadReport { state: self.last_state.clone(), errors: self.last_errors.clone(), changed: false }
+    }
+
+    fn scan(&self) -> Scan {
+        let mut scan = Scan::new();
+        scan_dir(&self.root, 0, &mut scan);
+        scan
+    }
+
+    fn build(&mut self, scan: Scan) -> LoadReport {
+        let mut errors = Vec::new();
+        let mut objects: BTreeMap<(Kind, Key), Entry> = BTreeMap::new();
+        let mut refused_at: BTreeMap<(Kind, Key), Location> = BTreeMap::new();
+        // Files and directories whose earlier objects cannot be told apart now.
+        let mut degraded: Vec<&Path> = Vec::new();
+
+        for (path, contents) in &scan {
+            let label = path.display().to_string();
+            let text = match contents {
+                Ok(text) => text,
+                Err(reason) => {
+                    errors.push(ManifestError::file_error(&label, reason.clone()));
+                    degraded.push(path);
+                    continue;
+                }
+            };
+            for raw in manifest::split_documents(text) {
+                let here = Location { path: path.clone(), doc_index: raw.index, line: raw.first_line };
+                match manifest::parse_document(&label, &raw) {
+                    Outcome::Empty | Outcome::Skipped { .. } => {}
+                    Outcome::Parsed(object) => {
+                        let id = (object.kind(), object.key());
+                        if let Some(first) = objects.get(&id) {
+                            errors.push(ManifestError::object_error(
+                                &label,
+                                id.0,
+                                &id.1,
+                                "metadata.name",
+                                format!(
+                                    "is also defined in {} (document at line {}), which wins; \
+                                     this definition is ignored",
+                                    first.origin.path.display(),
+                                    first.origin.line
+                                ),
+                            ));
+                        } else {
+                            objects.insert(id, Entry { object, origin: here, located: true });
+                        }
+                    }
+                    Outcome::Invalid { error, identity } => {
+                        errors.push(error);
+                        match identity {
+                            Some(id) => {
+                                refused_at.entry(id).or_insert(here);
+                            }
+                            None if !degraded.contains(&path.as_path()) => degraded.push(path),
+                            None => {}
+                        }
+                    }
+                }
+            }
+        }
+
+        // Keep the last valid version of what was refused or cannot be read now.
+        for (id, at) in &refused_at {
+            if let (None, Some(prev)) = (objects.get(id), self.objects.get(id)) {
+                let entry = Entry { object: prev.object.clone(), origin: at.clone(), located: true };
+                objects.insert(id.clone(), entry);
+            }
+        }
+        for (id, prev) in &self.objects {
+            let unreadable = degraded.iter().any(|p| prev.origin.path.starts_with(p));
+            if unreadable && !objects.contains_key(id) {
+                objects.insert(id.clone(), Entry { located: false, ..prev.clone() });
+            }
+        }
+
+        let state = self.state_of(&objects);
+        let changed = self.last_scan.is_none() || state != self.last_state || errors != self.last_errors;
+        tracing::debug!(
+            root = %self.root.display(),
+            objects = objects.len(),
+            errors = errors.len(),
+            changed,
+            "loaded manifest directory"
+        );
+        self.objects = objects;
+        self.refused_at = refused_at;
+        self.last_scan = Some(scan);
+        self.last_state = state.clone();
+        self.last_errors = errors.clone();
+        LoadReport { state, errors, changed }
+    }
+
+    /// Builds the state, numbering TrafficSplits the first time each is seen.
+    fn state_of(&mut self, objects: &BTreeMap<(Kind, Key), Entry>) -> MeshState {
+        let mut state = MeshState::default();
+        for entry in objects.values() {
+            match entry.object.clone() {
+                Object::Namespace(o) => {
+                    state.namespaces.insert(o.name.clone(), o);
+                }
+                Object::Service(o) => {
+                    state.services.insert(o.key.clone(), o);
+                }
+                Object::Pod(o) => {
+                    state.pods.insert(o.key.clone(), o);
+                }
+                Object::EndpointSlice(o) => {
+                    state.endpoint_slices.insert(o.key.clone(), o);
+                }
+                Object::TrafficSplit(o) => {
+                    state.traffic_splits.insert(o.key.clone(), o);
+                }
+                Object::HttpRouteGroup(o) => {
+                    state.http_route_groups.insert(o.key.clone(), o);
+                }
+                Object::TcpRoute(o) => {
+                    state.tcp_routes.insert(o.key.clone(), o);
+                }
+                Object::TrafficTarget(o) => {
+                    state.traffic_targets.insert(o.key.clone(), o);
+                }
+            }
+        }
+        self.split_seq.retain(|key, _| state.traffic_splits.contains_key(key));
+        // Splits new in this load are numbered in file order.
+        let mut new: Vec<&Entry> = objects
+            .iter()
+            .filter(|((kind, key), _)| *kind == Kind::TrafficSplit && !self.split_seq.contains_key(key))
+            .map(|(_, entry)| entry)
+            .collect();
+        new.sort_by(|a, b| (&a.origin.path, a.origin.doc_index).cmp(&(&b.origin.path, b.origin.doc_index)));
+        for entry in new {
+            self.split_seq.insert(entry.object.key(), self.next_seq);
+            self.next_seq += 1;
+        }
+        state.split_first_seen = self.split_seq.clone();
+        state
+    }
+}
+
+/// Whether a file name is one weft reads: `*.yaml` or `*.yml`, not hidden, not an
+/// editor's backup, lock or autosave file.
+fn is_manifest_name(name: &str) -> bool {
+    !name.starts_with('.')
+        && !name.starts_with('#')
+        && !name.ends_with('~')
+        && (name.ends_with(".yaml") || name.ends_with(".yml"))
+}
+
+fn scan_dir(dir: &Path, depth: usize, scan: &mut Scan) {
+    let listing = match std::fs::read_dir(dir) {
+        Ok(listing) => listing,
+        Err(e) => {
+            scan.insert(dir.to_path_buf(), Err(format!("cannot read directory: {e}")));
+            return;
+        }
+    };
+    let mut entries = Vec::new();
+    for entry in listing {
+        match entry {
+            Ok(entry) => entries.push(entry.path()),
+            Err(e) => {
+                scan.insert(dir.to_path_buf(), Err(format!("cannot read directory: {e}")));
+                return;
+            }
+        }
+    }
+    entries.sort();
+    for path in entries {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        // Follows symlinks, as mounted ConfigMaps use them.
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if depth < MAX_DEPTH {
+                scan_dir(&path, depth + 1, scan);
+            }
+        } else if is_manifest_name(name) {
+            let contents =
+                std::fs::read(&path).map_err(|e| format!("cannot read file: {e}")).and_then(|bytes| {
+                    String::from_utf8(bytes).map_err(|_| "cannot read file: not UTF-8 text".to_string())
+                });
+            scan.insert(path, contents);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    pub(super) fn write(dir: &Path, rel: &str, text: &str) {
+        let path = dir.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    pub(super) fn split(name: &str, weight: &str) -> String {
+        format!(
+            "apiVersion: split.smi-spec.io/v1alpha2\nkind: TrafficSplit\n\
+             metadata: {{name: {name}, namespace: payments}}\n\
+             spec:\n  service: payment\n  backends:\n  - service: payment-v1\n    weight: {weight}\n"
+        )
+    }
+
+    pub(super) fn service(name: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: payments}}\n\
+             spec:\n  ports: [{{port: 80}}]\n"
+        )
+    }
+
+    pub(super) fn weight(state: &MeshState, name: &str) -> Option<u64> {
+        state.traffic_splits.get(&Key::new("payments", name)).map(|s| s.backends[0].weight_milli)
+    }
+
+    #[test]
+    fn loads_yaml_files_recursively_skipping_hidden_and_editor_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        write(root, "a.yaml", &service("a"));
+        write(root, "nested/deeper/b.yml", &service("b"));
+        write(root, ".hidden.yaml", &service("hidden"));
+        write(root, ".git/c.yaml", &service("c"));
+        write(root, "d.yaml~", &service("d"));
+        write(root, "#e.yaml#", &service("e"));
+        write(root, "notes.txt", "not yaml at all: [");
+        let report = ManifestDir::new(root).load();
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let names: Vec<&str> = report.state.services.keys().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(report.changed);
+    }
+
+    #[test]
+    fn an_invalid_edit_keeps_the_last_valid_object_and_reports_why() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        write(root, "split.yaml", &format!("{}---\n{}", service("payment"), split("s", "90")));
+        let mut dir = ManifestDir::new(root);
+        assert_eq!(weight(&dir.load().state, "s"), Some(90_000));
+
+        write(root, "split.yaml", &format!("{}---\n{}", service("payment"), split("s", "-5")));
+        let report = dir.load();
+        assert_eq!(weight(&report.state, "s"), Some(90_000), "last valid version kept");
+        assert_eq!(report.errors.len(), 1);
+        let err = &report.errors[0];
+        assert_eq!(err.file, root.join("split.yaml").display().to_string());
+        assert_eq!(err.kind.as_deref(), Some("TrafficSplit"));
+        assert_eq!(err.object.as_deref(), Some("payments/s"));
+        assert_eq!(err.field, "spec.backends[0].weight");
+        assert_eq!(err.reason, "must not be negative (got -5)");
+        assert!(report.changed);
+        // The object is still located at its (now invalid) document.
+        assert_eq!(
+            dir.origin(Kind::TrafficSplit, &Key::new("payments", "s")),
+            Some((root.join("split.yaml"), 1))
+        );
+        assert!(!dir.load().changed, "nothing changed on disk");
+
+        write(root, "split.yaml", &format!("{}---\n{}", service("payment"), split("s", "50")));
+        let report = dir.load();
+        assert_eq!(weight(&report.state, "s"), Some(50_000));
+        assert!(report.errors.is_empty());
+    }
+
+    #[test]
+    fn a_yaml_syntax_error_keeps_every_object_of_that_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        write(root, "a.yaml", &format!("{}---\n{}", service("one"), service("two")));
+        write(root, "b.yaml", &service("three"));
+        let mut dir = ManifestDir::new(root);
+        assert_eq!(dir.load().state.services.len(), 3);
+
+        write(root, "a.yaml", &format!("{}---\nkind: [broken\n", service("one")));
+        std::fs::remove_file(root.join("b.yaml")).unwrap();
+        let report = dir.load();
+        let names: Vec<&str> = report.state.services.keys().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["one", "two"], "b.yaml's object is gone, a.yaml's are kept");
+        assert_eq!(report.errors.len(), 1);
+        assert!(report.errors[0].reason.contains("invalid YAML"), "{}", report.errors[0]);
+        assert!(report.errors[0].reason.contains("line 8"), "{}", report.errors[0]);
+    }
+
+    #[test]
+    fn an_unreadable_file_keeps_its_objects() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        write(root, "a.yaml", &service("one"));
+        let mut dir = ManifestDir::new(root);
+        assert_eq!(dir.load().state.services.len(), 1);
+        std::fs::write(root.join("a.yaml"), [0xff, 0xfe, 0x00]).unwrap();
+        let report = dir.load();
+        assert_eq!(report.state.services.len(), 1);
+        assert_eq!(report.errors[0].reason, "cannot read file: not UTF-8 text");
+    }
+
+    #[test]
+    fn a_deleted_file_removes_its_objects() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        write(root, "a.yaml", &service("one"));
+        write(root, "b.yaml", &split("s", "1"));
+        let mut dir = ManifestDir::new(root);
+        let first = dir.load();
+        assert_eq!(first.state.services.len(), 1);
+        assert_eq!(first.state.split_first_seen.len(), 1);
+        std::fs::remove_file(root.join("b.yaml")).unwrap();
+        let report = dir.load();
+        assert!(report.state.traffic_splits.is_empty());
+        assert!(report.state.split_first_seen.is_empty(), "sequence dropped with the object");
+        assert!(report.changed);
+        assert_eq!(dir.origin(Kind::TrafficSplit, &Key::new("payments", "s")), None);
+    }
+
+    #[test]
+    fn a_second_definition_is_an_error_and_the_first_wins() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        write(root, "a.yaml", &split("s", "1"));
+        write(root, "b.yaml", &format!("{}---\n{}", split("t", "3"), split("s", "2")));
+        let mut dir = ManifestDir::new(root);
+        let report = dir.load();
+        assert_eq!(weight(&report.state, "s"), Some(1000));
+        assert_eq!(weight(&report.state, "t"), Some(3000));
+        assert_eq!(report.errors.len(), 1);
+        let err = &report.errors[0];
+        assert_eq!(err.file, root.join("b.yaml").display().to_string());
+        assert_eq!(err.object.as_deref(), Some("payments/s"));
+        let a = root.join("a.yaml").display().to_string();
+        assert!(err.reason.contains(&format!("also defined in {a} (document at line 1)")), "{err}");
+        assert_eq!(
+            dir.origin(Kind::TrafficSplit, &Key::new("payments", "s")),
+            Some((root.join("a.yaml"), 0))
+        );
+        assert_eq!(
+            dir.origin(Kind::TrafficSplit, &Key::new("payments", "t")),
+            Some((root.join("b.yaml"), 0))
+        );
+    }
+
+    #[test]
+    fn split_sequence_numbers_follow_first_sight_and_survive_reloads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        write(root, "b.yaml", &split("old", "1"));
+        let mut dir = ManifestDir::new(root);
+        dir.load();
+        write(root, "a.yaml", &split("new", "1"));
+        let state = dir.load().state;
+        let seq = |name: &str| state.split_first_seen.get(&Key::new("payments", name)).copied();
+        assert_eq!(seq("old"), Some(0));
+        assert_eq!(seq("new"), Some(1), "a.yaml sorts first but was seen later");
+    }
+
+    #[test]
+    fn the_shipped_examples_load_without_errors() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let report = ManifestDir::new(&examples).load();
+        assert!(report.errors.is_empty(), "{:#?}", report.errors);
+        assert!(!report.state.services.is_empty());
+    }
+
+    #[test]
+    fn a_missing_root_is_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let report = ManifestDir::new(tmp.path().join("nope")).load();
+        assert_eq!(report.errors.len(), 1);
+        assert!(report.errors[0].reason.starts_with("cannot read directory"), "{}", report.errors[0]);
+    }
+}

@@ -1,0 +1,83 @@
+//! Clusters: outbound EDS clusters per service port, inbound static clusters to the app.
+
+use std::net::IpAddr;
+
+use prost::Name;
+use weft_xds_protos::envoy::config::cluster::v3::{Cluster, cluster};
+use weft_xds_protos::envoy::config::core::v3::{
+    AggregatedConfigSource, ApiVersion, ConfigSource, Http1ProtocolOptions, Http2ProtocolOptions,
+    config_source::ConfigSourceSpecifier,
+};
+use weft_xds_protos::envoy::extensions::upstreams::http::v3::{HttpProtocolOptions, http_protocol_options};
+use weft_xds_protos::google::protobuf::{Any, Duration};
+
+use super::endpoint;
+use super::names;
+use crate::model::Protocol;
+
+/// How long a proxy waits for an upstream connection.
+const CONNECT_TIMEOUT: Duration = Duration { seconds: 1, nanos: 0 };
+
+/// The config source that says "over the same ADS stream".
+pub(crate) fn ads() -> ConfigSource {
+    ConfigSource {
+        resource_api_version: ApiVersion::V3 as i32,
+        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+        ..Default::default()
+    }
+}
+
+/// An outbound cluster whose endpoints come over EDS.
+pub(crate) fn outbound(name: &str, protocol: Protocol) -> Cluster {
+    let mut c = Cluster {
+        name: name.to_string(),
+        connect_timeout: Some(CONNECT_TIMEOUT),
+        lb_policy: cluster::LbPolicy::RoundRobin as i32,
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Eds as i32)),
+        eds_cluster_config: Some(cluster::EdsClusterConfig {
+            eds_config: Some(ads()),
+            service_name: String::new(),
+        }),
+        ..Default::default()
+    };
+    if protocol == Protocol::Http {
+        // Keep HTTP/2 as HTTP/2 and HTTP/1.1 as HTTP/1.1 upstream.
+        let opts = HttpProtocolOptions {
+            upstream_protocol_options: Some(
+                http_protocol_options::UpstreamProtocolOptions::UseDownstreamProtocolConfig(
+                    http_protocol_options::UseDownstreamHttpConfig {
+                        http_protocol_options: Some(Http1ProtocolOptions::default()),
+                        http2_protocol_options: Some(Http2ProtocolOptions::default()),
+                        ..Default::default()
+                    },
+                ),
+            ),
+            ..Default::default()
+        };
+        c.typed_extension_protocol_options.insert(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(),
+            Any { type_url: HttpProtocolOptions::type_url(), value: prost::Message::encode_to_vec(&opts) },
+        );
+    }
+    c
+}
+
+/// The inbound cluster to the local app at `ip:port`.
+pub(crate) fn inbound(ip: IpAddr, port: u16) -> Cluster {
+    let name = names::inbound_cluster(port);
+    Cluster {
+        load_assignment: Some(endpoint::static_assignment(&name, ip, port)),
+        name,
+        connect_timeout: Some(CONNECT_TIMEOUT),
+        lb_policy: cluster::LbPolicy::RoundRobin as i32,
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        ..Default::default()
+    }
+}
+
+/// Whether a cluster takes its endpoints from EDS.
+pub(crate) fn is_eds(c: &Cluster) -> bool {
+    c.cluster_discovery_type == Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Eds as i32))
+}

@@ -1,0 +1,210 @@
+//! Listeners: each proxy's outbound listener (HTTP via RDS, opaque TCP by
+//! original destination) and its inbound listener to the local app.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use prost::Name;
+use weft_xds_protos::envoy::config::core::v3::{CidrRange, Http1ProtocolOptions};
+use weft_xds_protos::envoy::config::listener::v3::{Filter, FilterChain, FilterChainMatch, Listener, filter};
+use weft_xds_protos::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+use weft_xds_protos::envoy::extensions::filters::http::router::v3::Router;
+use weft_xds_protos::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+};
+use weft_xds_protos::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+use weft_xds_protos::google::protobuf::{Any, BoolValue, UInt32Value};
+
+use super::endpoint::socket;
+use super::{ProxyNode, SplitTable, cluster, names, route, split};
+use crate::model::{MeshState, Protocol, Service, ServicePort, resolve_endpoints};
+
+fn any<M: prost::Message + Name>(m: &M) -> Any {
+    Any { type_url: M::type_url(), value: m.encode_to_vec() }
+}
+
+fn hcm(stat_prefix: String, routes: http_connection_manager::RouteSpecifier) -> Filter {
+    let hcm = HttpConnectionManager {
+        stat_prefix,
+        codec_type: http_connection_manager::CodecType::Auto as i32,
+        route_specifier: Some(routes),
+        // Apps may use the outbound port as an HTTP proxy (absolute-form URIs).
+        http_protocol_options: Some(Http1ProtocolOptions {
+            allow_absolute_url: Some(BoolValue { value: true }),
+            ..Default::default()
+        }),
+        http_filters: vec![HttpFilter {
+            name: "envoy.filters.http.router".into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(any(&Router::default()))),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    Filter {
+        name: "envoy.filters.network.http_connection_manager".into(),
+        config_type: Some(filter::ConfigType::TypedConfig(any(&hcm))),
+    }
+}
+
+fn tcp_proxy_filter(stat_prefix: String, spec: tcp_proxy::ClusterSpecifier) -> Filter {
+    let tcp = TcpProxy { stat_prefix, cluster_specifier: Some(spec), ..Default::default() };
+    Filter {
+        name: "envoy.filters.network.tcp_proxy".into(),
+        config_type: Some(filter::ConfigType::TypedConfig(any(&tcp))),
+    }
+}
+
+fn cidr(ip: IpAddr) -> CidrRange {
+    CidrRange {
+        address_prefix: ip.to_string(),
+        prefix_len: Some(UInt32Value { value: if ip.is_ipv4() { 32 } else { 128 } }),
+    }
+}
+
+/// The TCP proxy target of an opaque service port, split if a TrafficSplit applies.
+fn tcp_target(
+    state: &MeshState,
+    splits: &SplitTable,
+    svc: &Service,
+    port: &ServicePort,
+) -> tcp_proxy::ClusterSpecifier {
+    let root = names::outbound_cluster(&svc.key, port.port);
+    let Some(split) = splits.by_root.get(&svc.key).and_then(|k| state.traffic_splits.get(k)) else {
+        return tcp_proxy::ClusterSpecifier::Cluster(root);
+    };
+    let backends = split::weighted_backends(state, split, port, &mut Vec::new());
+    if backends.is_empty() {
+        return tcp_proxy::ClusterSpecifier::Cluster(root);
+    }
+    tcp_proxy::ClusterSpecifier::WeightedClusters(tcp_proxy::WeightedCluster {
+        clusters: backends
+            .into_iter()
+            .map(|(name, weight)| tcp_proxy::weighted_cluster::ClusterWeight {
+                name,
+                weight,
+                ..Default::default()
+            })
+            .collect(),
+    })
+}
+
+/// The outbound listener at `podIP:4140`. HTTP goes through the shared
+/// `outbound` RouteConfiguration; opaque TCP service ports get a filter chain
+/// matched on their ClusterIP:port, which applies when traffic arrives by
+/// original destination (transparent redirection).
+pub(crate) fn outbound(state: &MeshState, splits: &SplitTable, node: &ProxyNode) -> Listener {
+    let mut filter_chains = Vec::new();
+    for svc in state.services.values() {
+        let Some(ip) = svc.cluster_ip else { continue };
+        for port in svc.ports.iter().filter(|p| p.protocol == Protocol::Tcp) {
+            filter_chains.push(FilterChain {
+                name: names::outbound_cluster(&svc.key, port.port),
+                filter_chain_match: Some(FilterChainMatch {
+                    destination_port: Some(UInt32Value { value: u32::from(port.port) }),
+                    prefix_ranges: vec![cidr(ip)],
+                    ..Default::default()
+                }),
+                filters: vec![tcp_proxy_filter(
+                    names::outbound_cluster(&svc.key, port.port),
+                    tcp_target(state, splits, svc, port),
+                )],
+                ..Default::default()
+            });
+        }
+    }
+    let http = FilterChain {
+        name: "outbound-http".into(),
+        filters: vec![hcm(
+            names::OUTBOUND.into(),
+            http_connection_manager::RouteSpecifier::Rds(Rds {
+                config_source: Some(cluster::ads()),
+                route_config_name: names::OUTBOUND.into(),
+            }),
+        )],
+        ..Default::default()
+    };
+    Listener {
+        name: names::OUTBOUND.into(),
+        address: Some(socket(node.pod_ip, node.outbound_port)),
+        filter_chains,
+        default_filter_chain: Some(http),
+        ..Default::default()
+    }
+}
+
+/// The service ports this proxy's workload serves, with the app's target port.
+#[derive(Debug, Default)]
+pub(crate) struct InboundServices<'a> {
+    ports: Vec<(&'a Service, &'a ServicePort, u16)>,
+}
+
+impl InboundServices<'_> {
+    /// The distinct app ports, sorted.
+    pub(crate) fn target_ports(&self) -> BTreeSet<u16> {
+        self.ports.iter().map(|(_, _, t)| *t).collect()
+    }
+}
+
+/// Finds every HTTP service port whose endpoints include this proxy's pod IP.
+pub(crate) fn inbound_services<'a>(state: &'a MeshState, node: &ProxyNode) -> InboundServices<'a> {
+    let mut ports = Vec::new();
+    for svc in state.services.values() {
+        for port in svc.ports.iter().filter(|p| p.protocol == Protocol::Http) {
+            let target = resolve_endpoints(state, svc, port)
+                .into_iter()
+                .find(|ep| ep.ip == node.pod_ip)
+                .map(|ep| ep.port);
+            if let Some(target) = target {
+                ports.push((svc, port, target));
+            }
+        }
+    }
+    InboundServices { ports }
+}
+
+/// The inbound listener at `podIP:4143`: the request's authority picks the
+/// service port, and so the app port; with one app port, anything goes there.
+pub(crate) fn inbound(node: &ProxyNode, services: &InboundServices<'_>) -> Listener {
+    let mut virtual_hosts: Vec<VirtualHost> = services
+        .ports
+        .iter()
+        .map(|(svc, port, target)| VirtualHost {
+            name: format!("{}:{}", names::fqdn(&svc.key), port.port),
+            domains: names::domains(svc, port.port, &svc.key.namespace),
+            routes: vec![route::to_cluster("default", route::match_all(), &names::inbound_cluster(*target))],
+            ..Default::default()
+        })
+        .collect();
+    let targets = services.target_ports();
+    let fallback = match targets.iter().next() {
+        Some(only) if targets.len() == 1 => {
+            route::to_cluster("default", route::match_all(), &names::inbound_cluster(*only))
+        }
+        _ => route::direct(
+            "unknown-authority",
+            route::match_all(),
+            404,
+            "no service port of this workload matches the request authority\n",
+        ),
+    };
+    virtual_hosts.push(VirtualHost {
+        name: "fallback".into(),
+        domains: vec!["*".into()],
+        routes: vec![fallback],
+        ..Default::default()
+    });
+    let routes = RouteConfiguration { name: names::INBOUND.into(), virtual_hosts, ..Default::default() };
+    Listener {
+        name: names::INBOUND.into(),
+        address: Some(socket(node.pod_ip, node.inbound_port)),
+        filter_chains: vec![FilterChain {
+            name: "inbound-http".into(),
+            filters: vec![hcm(
+                names::INBOUND.into(),
+                http_connection_manager::RouteSpecifier::RouteConfig(routes),
+            )],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}

@@ -1,0 +1,171 @@
+//! Translation: pure functions from the mesh model (and a proxy's identity) to
+//! Envoy v3 resources. Nothing here does I/O; the same input always gives the
+//! same output, so resources can be hashed, versioned and shared.
+
+mod cluster;
+mod endpoint;
+mod listener;
+pub mod names;
+mod route;
+mod split;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use weft_xds_protos::envoy::config::cluster::v3::Cluster;
+use weft_xds_protos::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use weft_xds_protos::envoy::config::listener::v3::Listener;
+use weft_xds_protos::envoy::config::route::v3::{RouteConfiguration, route::Action, route_action};
+
+use crate::model::MeshState;
+
+pub use split::{SplitStatus, SplitTable};
+
+/// Default port of a proxy's inbound listener (Linkerd's).
+pub const INBOUND_PORT: u16 = 4143;
+/// Default port of a proxy's outbound listener (Linkerd's).
+pub const OUTBOUND_PORT: u16 = 4140;
+
+/// Who a proxy is: read from its xDS `Node`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct ProxyNode {
+    /// `node.id`.
+    pub id: String,
+    /// The workload's namespace (`NAMESPACE` in node metadata).
+    pub namespace: String,
+    /// The workload's ServiceAccount (`SERVICE_ACCOUNT`).
+    pub service_account: String,
+    /// The workload's pod IP (`POD_IP`): the proxy's listeners bind there.
+    pub pod_ip: IpAddr,
+    /// Port of the inbound listener (`INBOUND_PORT`, default 4143).
+    pub inbound_port: u16,
+    /// Port of the outbound listener (`OUTBOUND_PORT`, default 4140).
+    pub outbound_port: u16,
+}
+
+/// The resources every proxy shares, built once per mesh state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MeshResources {
+    /// Outbound EDS clusters, by name.
+    pub clusters: BTreeMap<String, Cluster>,
+    /// ClusterLoadAssignments, by cluster name.
+    pub endpoints: BTreeMap<String, ClusterLoadAssignment>,
+    /// The outbound RouteConfiguration as seen from each namespace (short names differ).
+    pub outbound_routes: BTreeMap<String, RouteConfiguration>,
+    /// Which TrafficSplit applies to which root, and what each split's status is.
+    pub splits: SplitTable,
+}
+
+/// The resources of one proxy that are its alone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyResources {
+    /// The outbound and inbound listeners.
+    pub listeners: Vec<Listener>,
+    /// `inbound|<port>||` clusters to the local app.
+    pub clusters: Vec<Cluster>,
+}
+
+/// Builds the shared resources for a mesh state.
+pub fn translate_mesh(state: &MeshState) -> MeshResources {
+    let splits = SplitTable::build(state);
+    let mut clusters = BTreeMap::new();
+    let mut endpoints = BTreeMap::new();
+    for svc in state.services.values() {
+        for port in &svc.ports {
+            let name = names::outbound_cluster(&svc.key, port.port);
+            clusters.insert(name.clone(), cluster::outbound(&name, port.protocol));
+            endpoints.insert(name.clone(), endpoint::load_assignment(state, svc, port, &name));
+        }
+    }
+    let namespaces: BTreeSet<&str> = state
+        .namespaces
+        .keys()
+        .map(String::as_str)
+        .chain(state.services.keys().map(|k| k.namespace.as_str()))
+        .chain(state.pods.keys().map(|k| k.namespace.as_str()))
+        .collect();
+    let outbound_routes =
+        namespaces.into_iter().map(|ns| (ns.to_string(), route::outbound(state, &splits, ns))).collect();
+    MeshResources { clusters, endpoints, outbound_routes, splits }
+}
+
+/// Builds the resources that belong to one proxy.
+pub fn translate_proxy(state: &MeshState, splits: &SplitTable, node: &ProxyNode) -> ProxyResources {
+    let inbound = listener::inbound_services(state, node);
+    let clusters =
+        inbound.target_ports().into_iter().map(|port| cluster::inbound(node.pod_ip, port)).collect();
+    ProxyResources {
+        listeners: vec![listener::outbound(state, splits, node), listener::inbound(node, &inbound)],
+        clusters,
+    }
+}
+
+/// A reference that would make Envoy wait or fail: found before publishing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConsistencyError {
+    /// A route names a cluster that CDS does not have.
+    #[error("route configuration {route} refers to cluster {cluster}, which does not exist")]
+    MissingCluster {
+        /// The RouteConfiguration.
+        route: String,
+        /// The missing cluster.
+        cluster: String,
+    },
+    /// An EDS cluster has no ClusterLoadAssignment.
+    #[error("cluster {0} uses EDS but has no ClusterLoadAssignment")]
+    MissingEndpoints(String),
+    /// A ClusterLoadAssignment that no cluster uses.
+    #[error("ClusterLoadAssignment {0} belongs to no cluster")]
+    OrphanEndpoints(String),
+}
+
+/// Checks that every route's cluster exists and every EDS cluster has endpoints.
+pub fn check_consistency(mesh: &MeshResources) -> Result<(), ConsistencyError> {
+    for (name, _) in mesh.clusters.iter().filter(|(_, c)| cluster::is_eds(c)) {
+        if !mesh.endpoints.contains_key(name) {
+            return Err(ConsistencyError::MissingEndpoints(name.clone()));
+        }
+    }
+    if let Some(orphan) = mesh.endpoints.keys().find(|n| !mesh.clusters.contains_key(*n)) {
+        return Err(ConsistencyError::OrphanEndpoints(orphan.clone()));
+    }
+    for (ns, rc) in &mesh.outbound_routes {
+        for cluster in route_clusters(rc) {
+            if !mesh.clusters.contains_key(cluster) {
+                return Err(ConsistencyError::MissingCluster {
+                    route: format!("{} (namespace {ns})", rc.name),
+                    cluster: cluster.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every cluster a RouteConfiguration's routes name.
+pub fn route_clusters(rc: &RouteConfiguration) -> impl Iterator<Item = &str> {
+    rc.virtual_hosts
+        .iter()
+        .flat_map(|vh| vh.routes.iter())
+        .filter_map(|r| match &r.action {
+            Some(Action::Route(ra)) => ra.cluster_specifier.as_ref(),
+            _ => None,
+        })
+        .flat_map(|spec| -> Box<dyn Iterator<Item = &str> + '_> {
+            match spec {
+                route_action::ClusterSpecifier::Cluster(c) => Box::new(std::iter::once(c.as_str())),
+                route_action::ClusterSpecifier::WeightedClusters(w) => {
+                    Box::new(w.clusters.iter().map(|c| c.name.as_str()))
+                }
+                _ => Box::new(std::iter::empty()),
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests;
+
+/// The outbound RouteConfiguration as seen from one namespace.
+pub fn outbound_routes_for(state: &MeshState, splits: &SplitTable, namespace: &str) -> RouteConfiguration {
+    route::outbound(state, splits, namespace)
+}

@@ -1,0 +1,60 @@
+//! Envoy resource names, as Envoy users know them from Istio config dumps.
+
+use crate::model::{Key, Service};
+
+/// The cluster domain suffix of service names.
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
+
+/// Name of every proxy's outbound listener and its RouteConfiguration.
+pub const OUTBOUND: &str = "outbound";
+/// Name of every proxy's inbound listener.
+pub const INBOUND: &str = "inbound";
+
+/// `<svc>.<ns>.svc.cluster.local`
+pub fn fqdn(key: &Key) -> String {
+    format!("{}.{}.svc.{CLUSTER_DOMAIN}", key.name, key.namespace)
+}
+
+/// `outbound|<port>||<svc>.<ns>.svc.cluster.local`
+pub fn outbound_cluster(key: &Key, port: u16) -> String {
+    format!("outbound|{port}||{}", fqdn(key))
+}
+
+/// `inbound|<port>||`
+pub fn inbound_cluster(target_port: u16) -> String {
+    format!("inbound|{target_port}||")
+}
+
+/// Every host name a client in `client_ns` may use for a service, without port:
+/// the short name only from the service's own namespace.
+pub fn host_names(svc: &Service, client_ns: &str) -> Vec<String> {
+    let key = &svc.key;
+    let mut names = Vec::with_capacity(5);
+    if key.namespace == client_ns {
+        names.push(key.name.clone());
+    }
+    names.push(format!("{}.{}", key.name, key.namespace));
+    names.push(format!("{}.{}.svc", key.name, key.namespace));
+    names.push(fqdn(key));
+    if let Some(ip) = svc.cluster_ip {
+        names.push(match ip {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        });
+    }
+    names
+}
+
+/// The `domains` of a virtual host for one service port: every name with the
+/// port, and without it when the port is the only one or is 80.
+pub fn domains(svc: &Service, port: u16, client_ns: &str) -> Vec<String> {
+    let bare = svc.ports.len() == 1 || port == 80;
+    let mut out = Vec::new();
+    for name in host_names(svc, client_ns) {
+        out.push(format!("{name}:{port}"));
+        if bare {
+            out.push(name);
+        }
+    }
+    out
+}

@@ -1,0 +1,274 @@
+//! Delta (incremental) xDS: only changed resources are sent, removals named.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use tracing::{debug, warn};
+use weft_xds_protos::envoy::config::core::v3::{ControlPlane, Node};
+use weft_xds_protos::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
+};
+
+use super::registry::{NackReport, ProxyReport, now_secs};
+use super::stream::XdsProtocol;
+use super::{known_type, short_type, wildcard_type};
+use crate::cache::{ProxyView, Snapshot, TYPE_ORDER, TypeResources};
+use crate::metrics::{Metrics, TypeLabel};
+
+/// A resource change in a response in flight: name, the version the proxy had
+/// before, the version sent (`None` for a removal).
+type Change = (String, Option<String>, Option<String>);
+
+/// Per-type Delta state on one stream.
+#[derive(Debug, Default)]
+struct TypeState {
+    wildcard: bool,
+    names: BTreeSet<String>,
+    /// What the proxy has (or has been sent and not rejected), by name.
+    client: HashMap<String, String>,
+    /// Responses not yet ACKed or NACKed, by nonce.
+    pending: HashMap<String, Vec<Change>>,
+    /// Versions the proxy rejected, by name: never sent to it again.
+    nacked: HashMap<String, String>,
+    /// Names subscribed that do not exist and that the proxy was already told about.
+    told_absent: BTreeSet<String>,
+}
+
+impl TypeState {
+    fn wants(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+}
+
+/// The Delta protocol for one stream.
+#[derive(Debug)]
+pub(crate) struct Delta {
+    types: BTreeMap<&'static str, TypeState>,
+    nonce: u64,
+    metrics: Arc<Metrics>,
+}
+
+/// What to send for one type: updated resources and removed names.
+#[derive(Debug, Default)]
+struct Diff {
+    updated: Vec<Resource>,
+    removed: Vec<String>,
+    changes: Vec<Change>,
+}
+
+impl Delta {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+        Delta { types: BTreeMap::new(), nonce: 0, metrics }
+    }
+
+    /// Resources the proxy should get (new or changed, not rejected) and, when
+    /// `removals`, names it has that no longer exist or that it asked for and
+    /// that do not exist.
+    fn diff(state: &mut TypeState, all: Option<&TypeResources>, removals: bool) -> Diff {
+        let empty = TypeResources::new();
+        let all = all.unwrap_or(&empty);
+        let mut diff = Diff::default();
+        for (name, res) in all.iter().filter(|(n, _)| state.wants(n)) {
+            let has = state.client.get(name);
+            if has == Some(&res.version) || state.nacked.get(name) == Some(&res.version) {
+                continue;
+            }
+            diff.changes.push((name.clone(), has.cloned(), Some(res.version.clone())));
+            diff.updated.push(Resource {
+                name: name.clone(),
+                version: res.version.clone(),
+                resource: Some(res.any.clone()),
+                ..Default::default()
+            });
+        }
+        if removals {
+            let mut gone: Vec<String> =
+                state.client.keys().filter(|n| !all.contains_key(*n) || !state.wants(n)).cloned().collect();
+            gone.sort();
+            for name in gone {
+                let had = state.client.get(&name).cloned();
+                diff.changes.push((name.clone(), had, None));
+                diff.removed.push(name);
+            }
+            // Tell the proxy once that a name it asked for does not exist,
+            // so it stops waiting for it.
+            for name in &state.names {
+                if !all.contains_key(name)
+                    && !state.client.contains_key(name)
+                    && state.told_absent.insert(name.clone())
+                {
+                    diff.removed.push(name.clone());
+                }
+            }
+        }
+        diff
+    }
+
+    fn respond(
+        &mut self,
+        type_url: &'static str,
+        diff: Diff,
+        snapshot: &Snapshot,
+        report: &mut ProxyReport,
+    ) -> DeltaDiscoveryResponse {
+        self.nonce += 1;
+        let nonce = self.nonce.to_string();
+        let state = self.types.entry(type_url).or_default();
+        for (name, _, sent) in &diff.changes {
+            match sent {
+                Some(v) => {
+                    state.client.insert(name.clone(), v.clone());
+                    state.told_absent.remove(name);
+                }
+                None => {
+                    state.client.remove(name);
+                }
+            }
+        }
+        state.pending.insert(nonce.clone(), diff.changes);
+        let tr = report.types.entry(short_type(type_url).into()).or_default();
+        tr.sent_version = Some(snapshot.version.to_string());
+        tr.sent_nonce = Some(nonce.clone());
+        tr.resources = state.client.len();
+        tr.pushes += 1;
+        DeltaDiscoveryResponse {
+            system_version_info: snapshot.version.to_string(),
+            resources: diff.updated,
+            type_url: type_url.to_string(),
+            removed_resources: diff.removed,
+            nonce,
+            control_plane: Some(ControlPlane { identifier: "weft".into() }),
+            ..Default::default()
+        }
+    }
+}
+
+impl XdsProtocol for Delta {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    const MODE: &'static str = "delta";
+
+    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+
+    fn type_url(req: &mut DeltaDiscoveryRequest) -> &mut String {
+        &mut req.type_url
+    }
+
+    fn response_type(resp: &DeltaDiscoveryResponse) -> &str {
+        &resp.type_url
+    }
+
+    fn on_request(
+        &mut self,
+        req: DeltaDiscoveryRequest,
+        view: &ProxyView,
+        snapshot: &Snapshot,
+        report: &mut ProxyReport,
+    ) -> Vec<DeltaDiscoveryResponse> {
+        let Some(type_url) = known_type(&req.type_url) else { return Vec::new() };
+        let short = short_type(type_url);
+        let first = !self.types.contains_key(type_url);
+        let state = self.types.entry(type_url).or_default();
+
+        if !req.response_nonce.is_empty() {
+            match state.pending.remove(&req.response_nonce) {
+                None => debug!(r#type = short, nonce = %req.response_nonce, "ACK/NACK for an unknown nonce"),
+                Some(changes) => {
+                    let tr = report.types.entry(short.into()).or_default();
+                    if let Some(err) = &req.error_detail {
+                        warn!(r#type = short, detail = %err.message, "proxy NACKed");
+                        // The proxy kept what it had; remember what it refused.
+                        for (name, had, sent) in &changes {
+                            if let Some(v) = sent {
+                                state.nacked.insert(name.clone(), v.clone());
+                            }
+                            match had {
+                                Some(h) => state.client.insert(name.clone(), h.clone()),
+                                None => state.client.remove(name),
+                            };
+                        }
+                        tr.nacks += 1;
+                        tr.last_nack = Some(NackReport {
+                            version: snapshot.version.to_string(),
+                            nonce: req.response_nonce.clone(),
+                            detail: err.message.clone(),
+                            resources: changes.iter().map(|(n, _, _)| n.clone()).collect(),
+                            at: now_secs(),
+                        });
+                        self.metrics.nacks.get_or_create(&TypeLabel { r#type: short.into() }).inc();
+                    } else {
+                        tr.acks += 1;
+                        tr.acked_version = tr.sent_version.clone();
+                    }
+                }
+            }
+        }
+
+        if first {
+            for (name, version) in &req.initial_resource_versions {
+                state.client.insert(name.clone(), version.clone());
+            }
+            state.wildcard = wildcard_type(type_url) && req.resource_names_subscribe.is_empty();
+        }
+        let mut changed = first;
+        for name in &req.resource_names_subscribe {
+            if name == "*" {
+                changed |= !state.wildcard;
+                state.wildcard = true;
+            } else {
+                changed |= state.names.insert(name.clone());
+            }
+        }
+        for name in &req.resource_names_unsubscribe {
+            if name == "*" {
+                state.wildcard = false;
+            } else {
+                state.names.remove(name);
+                // The proxy forgets what it unsubscribed from.
+                state.client.remove(name);
+                state.told_absent.remove(name);
+            }
+        }
+        report.types.entry(short.into()).or_default().subscribed =
+            if state.wildcard { vec!["*".into()] } else { state.names.iter().cloned().collect() };
+        if !changed {
+            return Vec::new();
+        }
+        let diff = Self::diff(state, view.get(type_url), true);
+        // The first response of a type is always sent, so the proxy can finish warming.
+        if first || !diff.updated.is_empty() || !diff.removed.is_empty() {
+            return vec![self.respond(type_url, diff, snapshot, report)];
+        }
+        Vec::new()
+    }
+
+    fn on_update(
+        &mut self,
+        view: &ProxyView,
+        snapshot: &Snapshot,
+        report: &mut ProxyReport,
+    ) -> Vec<DeltaDiscoveryResponse> {
+        let mut out = Vec::new();
+        // Make before break: additions and changes in dependency order first...
+        for type_url in TYPE_ORDER {
+            let Some(state) = self.types.get_mut(type_url) else { continue };
+            let diff = Self::diff(state, view.get(type_url), false);
+            if !diff.updated.is_empty() {
+                out.push(self.respond(type_url, diff, snapshot, report));
+            }
+        }
+        // ...then removals, listeners and routes before the clusters they used.
+        for type_url in TYPE_ORDER.iter().rev() {
+            let Some(state) = self.types.get_mut(type_url) else { continue };
+            let mut diff = Self::diff(state, view.get(type_url), true);
+            diff.updated.clear();
+            diff.changes.retain(|(_, _, sent)| sent.is_none());
+            if !diff.removed.is_empty() {
+                out.push(self.respond(type_url, diff, snapshot, report));
+            }
+        }
+        out
+    }
+}

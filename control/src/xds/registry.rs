@@ -1,0 +1,98 @@
+//! Connected proxies and their per-type xDS state, for `/debug/proxies`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::{RwLock, watch};
+
+use crate::translate::ProxyNode;
+
+/// A NACK as the proxy reported it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct NackReport {
+    /// The version (SotW) or system version (Delta) the proxy rejected.
+    pub version: String,
+    /// The nonce of the rejected response.
+    pub nonce: String,
+    /// `error_detail.message`.
+    pub detail: String,
+    /// The resources in the rejected response.
+    pub resources: Vec<String>,
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+}
+
+/// One type's state on one stream.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct TypeReport {
+    /// `["*"]` for a wildcard subscription, else the names.
+    pub subscribed: Vec<String>,
+    /// The version of the last response sent.
+    pub sent_version: Option<String>,
+    /// The nonce of the last response sent.
+    pub sent_nonce: Option<String>,
+    /// The last version the proxy ACKed.
+    pub acked_version: Option<String>,
+    /// Resources the proxy has (or was just sent).
+    pub resources: usize,
+    /// Responses sent.
+    pub pushes: u64,
+    /// ACKs received.
+    pub acks: u64,
+    /// NACKs received.
+    pub nacks: u64,
+    /// The most recent NACK.
+    pub last_nack: Option<NackReport>,
+}
+
+/// One connected proxy.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ProxyReport {
+    /// Connection number, unique for the server's life.
+    pub connection: u64,
+    /// Who the proxy is.
+    pub node: ProxyNode,
+    /// `ads-sotw`, `ads-delta`, or `sotw`/`delta` with a type for per-type streams.
+    pub stream: String,
+    /// Seconds since the Unix epoch.
+    pub connected_at: u64,
+    /// The snapshot version the stream last computed its view from.
+    pub snapshot_version: u64,
+    /// Per short type name.
+    pub types: BTreeMap<String, TypeReport>,
+}
+
+/// Every open stream's report, by connection number.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    inner: Arc<RwLock<BTreeMap<u64, watch::Receiver<ProxyReport>>>>,
+    next: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Registry {
+    /// A fresh connection number.
+    pub fn next_id(&self) -> u64 {
+        self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+    }
+
+    /// Adds a stream.
+    pub async fn insert(&self, id: u64, rx: watch::Receiver<ProxyReport>) {
+        self.inner.write().await.insert(id, rx);
+    }
+
+    /// Removes a stream.
+    pub async fn remove(&self, id: u64) {
+        self.inner.write().await.remove(&id);
+    }
+
+    /// The current report of every stream.
+    pub async fn reports(&self) -> Vec<ProxyReport> {
+        self.inner.read().await.values().map(|rx| rx.borrow().clone()).collect()
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

@@ -1,0 +1,182 @@
+//! State-of-the-World: every response carries the whole subscribed set of a type.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use tracing::{debug, warn};
+use weft_xds_protos::envoy::config::core::v3::{ControlPlane, Node};
+use weft_xds_protos::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+
+use super::registry::{NackReport, ProxyReport, now_secs};
+use super::stream::XdsProtocol;
+use super::{known_type, short_type, wildcard_type};
+use crate::cache::{ProxyView, Snapshot, TYPE_ORDER, TypeResources, set_version};
+use crate::metrics::{Metrics, TypeLabel};
+
+/// Per-type SotW state on one stream.
+#[derive(Debug, Default)]
+struct TypeState {
+    wildcard: bool,
+    names: BTreeSet<String>,
+    /// Nonce and version of the latest response, and the resources it carried.
+    nonce: Option<String>,
+    version: Option<String>,
+    sent: TypeResources,
+    /// A version the proxy rejected: never sent to it again.
+    nacked: Option<String>,
+}
+
+/// The SotW protocol for one stream.
+#[derive(Debug)]
+pub(crate) struct Sotw {
+    types: BTreeMap<&'static str, TypeState>,
+    nonce: u64,
+    metrics: Arc<Metrics>,
+}
+
+impl Sotw {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+        Sotw { types: BTreeMap::new(), nonce: 0, metrics }
+    }
+
+    fn desired(state: &TypeState, all: Option<&TypeResources>) -> TypeResources {
+        let Some(all) = all else { return TypeResources::new() };
+        if state.wildcard {
+            return all.clone();
+        }
+        state.names.iter().filter_map(|n| all.get(n).map(|r| (n.clone(), r.clone()))).collect()
+    }
+
+    fn respond(
+        &mut self,
+        type_url: &'static str,
+        resources: TypeResources,
+        report: &mut ProxyReport,
+    ) -> DiscoveryResponse {
+        self.nonce += 1;
+        let nonce = self.nonce.to_string();
+        let version = set_version(resources.values());
+        let state = self.types.entry(type_url).or_default();
+        state.nonce = Some(nonce.clone());
+        state.version = Some(version.clone());
+        let tr = report.types.entry(short_type(type_url).into()).or_default();
+        tr.sent_version = Some(version.clone());
+        tr.sent_nonce = Some(nonce.clone());
+        tr.resources = resources.len();
+        tr.pushes += 1;
+        let resp = DiscoveryResponse {
+            version_info: version,
+            resources: resources.values().map(|r| r.any.clone()).collect(),
+            type_url: type_url.to_string(),
+            nonce,
+            control_plane: Some(ControlPlane { identifier: "weft".into() }),
+            ..Default::default()
+        };
+        state.sent = resources;
+        resp
+    }
+}
+
+impl XdsProtocol for Sotw {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    const MODE: &'static str = "sotw";
+
+    fn node(req: &DiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+
+    fn type_url(req: &mut DiscoveryRequest) -> &mut String {
+        &mut req.type_url
+    }
+
+    fn response_type(resp: &DiscoveryResponse) -> &str {
+        &resp.type_url
+    }
+
+    fn on_request(
+        &mut self,
+        req: DiscoveryRequest,
+        view: &ProxyView,
+        _snapshot: &Snapshot,
+        report: &mut ProxyReport,
+    ) -> Vec<DiscoveryResponse> {
+        let Some(type_url) = known_type(&req.type_url) else { return Vec::new() };
+        let short = short_type(type_url);
+        let first = !self.types.contains_key(type_url);
+        let state = self.types.entry(type_url).or_default();
+        if !req.response_nonce.is_empty() {
+            if state.nonce.as_deref() != Some(req.response_nonce.as_str()) {
+                debug!(r#type = short, nonce = %req.response_nonce, "ignoring request with a stale nonce");
+                return Vec::new();
+            }
+            let tr = report.types.entry(short.into()).or_default();
+            if let Some(err) = &req.error_detail {
+                warn!(r#type = short, version = ?state.version, detail = %err.message, "proxy NACKed");
+                state.nacked = state.version.clone();
+                tr.nacks += 1;
+                tr.last_nack = Some(NackReport {
+                    version: state.version.clone().unwrap_or_default(),
+                    nonce: req.response_nonce.clone(),
+                    detail: err.message.clone(),
+                    resources: state.sent.keys().cloned().collect(),
+                    at: now_secs(),
+                });
+                self.metrics.nacks.get_or_create(&TypeLabel { r#type: short.into() }).inc();
+            } else {
+                tr.acks += 1;
+                tr.acked_version = Some(req.version_info.clone());
+            }
+        }
+        let names: BTreeSet<String> = req.resource_names.iter().cloned().collect();
+        let wildcard = wildcard_type(type_url) && (names.is_empty() || names.contains("*"));
+        let changed = first || wildcard != state.wildcard || (!wildcard && names != state.names);
+        state.wildcard = wildcard;
+        state.names = names.into_iter().filter(|n| n != "*").collect();
+        report.types.entry(short.into()).or_default().subscribed =
+            if state.wildcard { vec!["*".into()] } else { state.names.iter().cloned().collect() };
+        if !changed {
+            return Vec::new();
+        }
+        let desired = Self::desired(state, view.get(type_url));
+        vec![self.respond(type_url, desired, report)]
+    }
+
+    fn on_update(
+        &mut self,
+        view: &ProxyView,
+        _snapshot: &Snapshot,
+        report: &mut ProxyReport,
+    ) -> Vec<DiscoveryResponse> {
+        let mut out = Vec::new();
+        let mut removals = Vec::new();
+        for type_url in TYPE_ORDER {
+            let Some(state) = self.types.get(type_url) else { continue };
+            let desired = Self::desired(state, view.get(type_url));
+            let version = set_version(desired.values());
+            if state.version.as_ref() == Some(&version) || state.nacked.as_ref() == Some(&version) {
+                continue;
+            }
+            // Make before break: keep what is going away until everything
+            // that may still refer to it has been replaced.
+            let removed: Vec<(String, Arc<_>)> = state
+                .sent
+                .iter()
+                .filter(|(n, _)| !desired.contains_key(*n))
+                .map(|(n, r)| (n.clone(), r.clone()))
+                .collect();
+            if !removed.is_empty() && state.wildcard {
+                let mut union = desired.clone();
+                union.extend(removed);
+                out.push(self.respond(type_url, union, report));
+                removals.push((type_url, desired));
+            } else {
+                out.push(self.respond(type_url, desired, report));
+            }
+        }
+        for (type_url, desired) in removals.into_iter().rev() {
+            out.push(self.respond(type_url, desired, report));
+        }
+        out
+    }
+}

@@ -1,0 +1,202 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Protocol state machines driven directly: no sockets, just requests, views and replies.
+
+use std::sync::Arc;
+
+use weft_xds_protos::envoy::config::cluster::v3::Cluster;
+use weft_xds_protos::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use weft_xds_protos::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use weft_xds_protos::google::rpc::Status as RpcStatus;
+use weft_xds_protos::type_url::{CLUSTER, ENDPOINT, LISTENER};
+
+use super::delta::Delta;
+use super::registry::ProxyReport;
+use super::sotw::Sotw;
+use super::stream::XdsProtocol;
+use crate::cache::{Encoded, ProxyView, Snapshot, TypeResources};
+use crate::metrics::Metrics;
+use crate::translate::{INBOUND_PORT, OUTBOUND_PORT, ProxyNode};
+
+fn report() -> ProxyReport {
+    ProxyReport {
+        connection: 1,
+        node: ProxyNode {
+            id: "test".into(),
+            namespace: "default".into(),
+            service_account: "default".into(),
+            pod_ip: "127.0.0.1".parse().unwrap(),
+            inbound_port: INBOUND_PORT,
+            outbound_port: OUTBOUND_PORT,
+        },
+        stream: "test".into(),
+        connected_at: 0,
+        snapshot_version: 0,
+        types: Default::default(),
+    }
+}
+
+/// A view with clusters `names` (each with an EDS assignment whose content is `tag`).
+fn view(names: &[&str], tag: u32) -> ProxyView {
+    let mut clusters = TypeResources::new();
+    let mut endpoints = TypeResources::new();
+    for n in names {
+        clusters
+            .insert(n.to_string(), Encoded::new(*n, &Cluster { name: n.to_string(), ..Default::default() }));
+        let cla = ClusterLoadAssignment {
+            cluster_name: n.to_string(),
+            endpoints: vec![Default::default(); tag as usize],
+            ..Default::default()
+        };
+        endpoints.insert(n.to_string(), Encoded::new(*n, &cla));
+    }
+    let mut v = ProxyView::default();
+    v.by_type.insert(CLUSTER, clusters);
+    v.by_type.insert(ENDPOINT, endpoints);
+    v.by_type.insert(LISTENER, TypeResources::new());
+    v
+}
+
+fn sotw_req(type_url: &str, names: &[&str], nonce: &str, nack: Option<&str>) -> DiscoveryRequest {
+    DiscoveryRequest {
+        type_url: type_url.into(),
+        resource_names: names.iter().map(|s| s.to_string()).collect(),
+        response_nonce: nonce.into(),
+        error_detail: nack.map(|m| RpcStatus { code: 3, message: m.into(), details: vec![] }),
+        ..Default::default()
+    }
+}
+
+fn delta_req(type_url: &str, sub: &[&str], nonce: &str, nack: Option<&str>) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        type_url: type_url.into(),
+        resource_names_subscribe: sub.iter().map(|s| s.to_string()).collect(),
+        response_nonce: nonce.into(),
+        error_detail: nack.map(|m| RpcStatus { code: 3, message: m.into(), details: vec![] }),
+        ..Default::default()
+    }
+}
+
+fn snap() -> Snapshot {
+    Snapshot::empty()
+}
+
+#[test]
+fn sotw_nacked_version_is_not_sent_again_but_the_next_one_is() {
+    let mut p = Sotw::new(Arc::new(Metrics::new()));
+    let mut r = report();
+    let v1 = view(&["a"], 1);
+    let first = p.on_request(sotw_req(CLUSTER, &[], "", None), &v1, &snap(), &mut r);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].resources.len(), 1);
+    let nonce = first[0].nonce.clone();
+
+    let v2 = view(&["a", "b"], 1);
+    let pushed = p.on_update(&v2, &snap(), &mut r);
+    assert_eq!(pushed.len(), 1);
+    let bad = pushed[0].clone();
+
+    let none = p.on_request(sotw_req(CLUSTER, &[], &bad.nonce, Some("cluster b: bad")), &v2, &snap(), &mut r);
+    assert!(none.is_empty(), "a NACK is not answered by resending");
+    let tr = &r.types["cds"];
+    assert_eq!(tr.nacks, 1);
+    assert_eq!(tr.last_nack.as_ref().unwrap().detail, "cluster b: bad");
+    assert_eq!(tr.last_nack.as_ref().unwrap().version, bad.version_info);
+
+    // The same content again (e.g. a reconnecting watch fires): not resent.
+    assert!(p.on_update(&v2, &snap(), &mut r).is_empty());
+    // A stale nonce is ignored.
+    assert!(p.on_request(sotw_req(CLUSTER, &[], &nonce, None), &v2, &snap(), &mut r).is_empty());
+    // Different content is sent.
+    let v3 = view(&["a", "c"], 1);
+    let next = p.on_update(&v3, &snap(), &mut r);
+    assert!(!next.is_empty());
+    assert_ne!(next.last().unwrap().version_info, bad.version_info);
+}
+
+#[test]
+fn sotw_removals_come_after_everything_else() {
+    let mut p = Sotw::new(Arc::new(Metrics::new()));
+    let mut r = report();
+    let v1 = view(&["old"], 1);
+    let c = p.on_request(sotw_req(CLUSTER, &[], "", None), &v1, &snap(), &mut r);
+    p.on_request(sotw_req(CLUSTER, &[], &c[0].nonce, None), &v1, &snap(), &mut r);
+    let e = p.on_request(sotw_req(ENDPOINT, &["old"], "", None), &v1, &snap(), &mut r);
+    assert_eq!(e[0].resources.len(), 1);
+
+    let v2 = view(&["new"], 1);
+    let out = p.on_update(&v2, &snap(), &mut r);
+    let shape: Vec<(String, usize)> =
+        out.iter().map(|r| (super::short_type(&r.type_url).to_string(), r.resources.len())).collect();
+    // CDS first keeps "old" beside "new"; the final CDS drops it.
+    assert_eq!(shape.first(), Some(&("cds".to_string(), 2)));
+    assert_eq!(shape.last(), Some(&("cds".to_string(), 1)));
+}
+
+#[test]
+fn delta_sends_only_what_changed_and_names_removals() {
+    let mut p = Delta::new(Arc::new(Metrics::new()));
+    let mut r = report();
+    let v1 = view(&["a", "b"], 1);
+    let c = p.on_request(delta_req(CLUSTER, &[], "", None), &v1, &snap(), &mut r);
+    assert_eq!(c[0].resources.len(), 2);
+    p.on_request(delta_req(CLUSTER, &[], &c[0].nonce, None), &v1, &snap(), &mut r);
+    let e = p.on_request(delta_req(ENDPOINT, &["a", "b"], "", None), &v1, &snap(), &mut r);
+    assert_eq!(e[0].resources.len(), 2);
+    p.on_request(delta_req(ENDPOINT, &[], &e[0].nonce, None), &v1, &snap(), &mut r);
+
+    // One endpoint change: only that ClusterLoadAssignment goes out.
+    let mut v2 = view(&["a", "b"], 1);
+    let changed = view(&["b"], 2);
+    v2.by_type.get_mut(ENDPOINT).unwrap().insert("b".into(), changed.by_type[ENDPOINT]["b"].clone());
+    let out = p.on_update(&v2, &snap(), &mut r);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].type_url, ENDPOINT);
+    assert_eq!(out[0].resources.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), vec!["b"]);
+
+    // A cluster removed: named in removed_resources.
+    let v3 = view(&["a"], 1);
+    let out = p.on_update(&v3, &snap(), &mut r);
+    let removed: Vec<(&str, Vec<String>)> =
+        out.iter().map(|r| (super::short_type(&r.type_url), r.removed_resources.clone())).collect();
+    assert!(removed.contains(&("cds", vec!["b".to_string()])), "{removed:?}");
+}
+
+#[test]
+fn delta_nacked_resource_is_not_resent_and_client_keeps_its_version() {
+    let mut p = Delta::new(Arc::new(Metrics::new()));
+    let mut r = report();
+    let v1 = view(&["a"], 1);
+    let c = p.on_request(delta_req(CLUSTER, &[], "", None), &v1, &snap(), &mut r);
+    p.on_request(delta_req(CLUSTER, &[], &c[0].nonce, None), &v1, &snap(), &mut r);
+    let v2 = view(&["a", "b"], 1);
+    let out = p.on_update(&v2, &snap(), &mut r);
+    assert_eq!(out.len(), 1);
+    p.on_request(delta_req(CLUSTER, &[], &out[0].nonce, Some("b is bad")), &v2, &snap(), &mut r);
+    assert_eq!(r.types["cds"].last_nack.as_ref().unwrap().resources, vec!["b".to_string()]);
+    assert!(p.on_update(&v2, &snap(), &mut r).is_empty(), "rejected version resent");
+    let v3 = view(&["a", "b", "c"], 1);
+    let out = p.on_update(&v3, &snap(), &mut r);
+    let names: Vec<&str> = out[0].resources.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, vec!["c"], "b's version is unchanged and was rejected");
+}
+
+#[test]
+fn delta_reconnect_with_initial_versions_sends_only_differences() {
+    let v1 = view(&["a", "b"], 1);
+    let mut p = Delta::new(Arc::new(Metrics::new()));
+    let mut r = report();
+    let mut req = delta_req(CLUSTER, &[], "", None);
+    req.initial_resource_versions.insert("a".into(), v1.by_type[CLUSTER]["a"].version.clone());
+    req.initial_resource_versions.insert("gone".into(), "x".into());
+    let out = p.on_request(req, &v1, &snap(), &mut r);
+    assert_eq!(out[0].resources.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), vec!["b"]);
+    assert_eq!(out[0].removed_resources, vec!["gone".to_string()]);
+}
+
+#[test]
+fn node_metadata_is_required_and_named_in_the_error() {
+    use weft_xds_protos::envoy::config::core::v3::Node;
+    let err = super::proxy_node(Some(&Node { id: "x".into(), ..Default::default() })).unwrap_err();
+    assert_eq!(err.to_string(), "node.metadata.NAMESPACE is required (see `weft envoy-bootstrap`)");
+    assert_eq!(super::proxy_node(None).unwrap_err(), super::NodeError::Missing);
+}
