@@ -96,6 +96,48 @@ async fn reaches_live_with_every_type_acked(mode: AdsMode) -> anyhow::Result<()>
     // Envoy's own view: the outbound and inbound listeners weft sent are active.
     let listeners = canary.frontend.get_admin("/listeners").await?;
     assert!(listeners.contains("outbound::") && listeners.contains("inbound::"), "{listeners}");
+    // The control plane's view of the same proxy, as Envoy JSON.
+    let dump: serde_json::Value =
+        serde_json::from_str(&canary.mesh.admin_get("/debug/config?node=frontend").await?)?;
+    let lds = dump["resources"]["lds"].as_array().expect("listeners");
+    let outbound = lds.iter().find(|l| l["name"] == "outbound").expect("outbound listener");
+    assert_eq!(outbound["resource"]["@type"], weft_xds_protos::type_url::LISTENER);
+    let port = &outbound["resource"]["address"]["socketAddress"]["portValue"];
+    assert_eq!(port, 4140, "{outbound}");
+    let metrics = canary.mesh.admin_get("/metrics").await?;
+    assert!(metrics.contains("weft_xds_connected_proxies{mode="), "{metrics}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn envoy_accepts_the_bootstrap_weft_prints() -> anyhow::Result<()> {
+    for flavour in ["--delta", "--sotw"] {
+        let out = std::process::Command::new(weft_integration::weft_bin()?)
+            .args([
+                "envoy-bootstrap",
+                "--node-id",
+                "web",
+                "--namespace",
+                "shop",
+                "--pod-ip",
+                "127.0.10.1",
+                flavour,
+            ])
+            .output()?;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let file = tempfile::Builder::new().suffix(".yaml").tempfile()?;
+        std::fs::write(file.path(), &out.stdout)?;
+        let check = std::process::Command::new(weft_integration::envoy_bin()?)
+            .args(["--mode", "validate", "-c"])
+            .arg(file.path())
+            .output()?;
+        assert!(
+            check.status.success(),
+            "envoy --mode validate refused the {flavour} bootstrap: {}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
     Ok(())
 }
 

@@ -15,10 +15,14 @@ use weft_xds_protos::type_url;
 use crate::model::MeshState;
 use crate::translate::{self, ConsistencyError, MeshResources, ProxyNode, SplitTable};
 
-/// The resource types weft serves, in make-before-break order: clusters and
-/// endpoints before the listeners and routes that use them.
+/// The resource types weft serves, in make-before-break order: secrets, then
+/// clusters and endpoints, before the listeners and routes that use them.
 pub const TYPE_ORDER: [&str; 5] =
-    [type_url::CLUSTER, type_url::ENDPOINT, type_url::LISTENER, type_url::ROUTE, type_url::SECRET];
+    [type_url::SECRET, type_url::CLUSTER, type_url::ENDPOINT, type_url::LISTENER, type_url::ROUTE];
+
+/// The order removals go out in: what refers to a resource goes before it.
+pub const REMOVAL_ORDER: [&str; 5] =
+    [type_url::LISTENER, type_url::ROUTE, type_url::CLUSTER, type_url::ENDPOINT, type_url::SECRET];
 
 /// One resource, encoded once.
 #[derive(Debug, PartialEq)]

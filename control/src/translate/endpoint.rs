@@ -10,7 +10,7 @@ use weft_xds_protos::envoy::config::endpoint::v3::{
 use weft_xds_protos::google::protobuf::{Struct, Value, value};
 
 use super::INBOUND_PORT;
-use crate::model::{MeshState, Service, ServicePort, resolve_endpoints};
+use crate::model::{MeshState, Protocol, Service, ServicePort, resolve_endpoints};
 
 /// The trust domain of SPIFFE identities.
 pub(crate) const TRUST_DOMAIN: &str = "cluster.local";
@@ -49,11 +49,14 @@ pub(crate) fn load_assignment(
     let mut seen = BTreeSet::new();
     let mut lb_endpoints = Vec::new();
     for ep in resolve_endpoints(state, svc, port) {
-        let dial_port = if ep.meshed { INBOUND_PORT } else { ep.port };
+        // Opaque TCP reaches the app directly until the inbound side can tell
+        // its port (by TLS SNI, with mTLS); HTTP goes through the peer proxy.
+        let via_proxy = ep.meshed && port.protocol == Protocol::Http;
+        let dial_port = if via_proxy { INBOUND_PORT } else { ep.port };
         if !seen.insert((ep.ip, dial_port)) {
             continue;
         }
-        let metadata = ep.service_account.as_ref().filter(|_| ep.meshed).map(|sa| {
+        let metadata = ep.service_account.as_ref().filter(|_| via_proxy).map(|sa| {
             let identity = format!(
                 "spiffe://{TRUST_DOMAIN}/ns/{}/sa/{sa}",
                 ep.pod.as_ref().map_or(svc.key.namespace.as_str(), |p| p.namespace.as_str())

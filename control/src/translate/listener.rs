@@ -6,9 +6,12 @@ use std::net::IpAddr;
 
 use prost::Name;
 use weft_xds_protos::envoy::config::core::v3::{CidrRange, Http1ProtocolOptions};
-use weft_xds_protos::envoy::config::listener::v3::{Filter, FilterChain, FilterChainMatch, Listener, filter};
+use weft_xds_protos::envoy::config::listener::v3::{
+    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
+};
 use weft_xds_protos::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
 use weft_xds_protos::envoy::extensions::filters::http::router::v3::Router;
+use weft_xds_protos::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use weft_xds_protos::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
 };
@@ -123,9 +126,20 @@ pub(crate) fn outbound(state: &MeshState, splits: &SplitTable, node: &ProxyNode)
         )],
         ..Default::default()
     };
+    // Redirected connections (iptables) are matched on where they were going.
+    let listener_filters = if filter_chains.is_empty() {
+        Vec::new()
+    } else {
+        vec![ListenerFilter {
+            name: "envoy.filters.listener.original_dst".into(),
+            config_type: Some(listener_filter::ConfigType::TypedConfig(any(&OriginalDst {}))),
+            ..Default::default()
+        }]
+    };
     Listener {
         name: names::OUTBOUND.into(),
         address: Some(socket(node.pod_ip, node.outbound_port)),
+        listener_filters,
         filter_chains,
         default_filter_chain: Some(http),
         ..Default::default()
@@ -165,12 +179,13 @@ pub(crate) fn inbound_services<'a>(state: &'a MeshState, node: &ProxyNode) -> In
 /// The inbound listener at `podIP:4143`: the request's authority picks the
 /// service port, and so the app port; with one app port, anything goes there.
 pub(crate) fn inbound(node: &ProxyNode, services: &InboundServices<'_>) -> Listener {
+    let mut seen = std::collections::HashSet::new();
     let mut virtual_hosts: Vec<VirtualHost> = services
         .ports
         .iter()
         .map(|(svc, port, target)| VirtualHost {
             name: format!("{}:{}", names::fqdn(&svc.key), port.port),
-            domains: names::domains(svc, port.port, &svc.key.namespace),
+            domains: names::unique(names::domains(svc, port.port, &svc.key.namespace), &mut seen),
             routes: vec![route::to_cluster("default", route::match_all(), &names::inbound_cluster(*target))],
             ..Default::default()
         })

@@ -58,3 +58,10 @@ pub fn domains(svc: &Service, port: u16, client_ns: &str) -> Vec<String> {
     }
     out
 }
+
+/// Drops the domains already claimed by an earlier virtual host: Envoy refuses
+/// a RouteConfiguration with a domain twice (two Services sharing a ClusterIP,
+/// or short names of two namespaces reaching one pod). The first claim wins.
+pub fn unique(domains: Vec<String>, seen: &mut std::collections::HashSet<String>) -> Vec<String> {
+    domains.into_iter().filter(|d| seen.insert(d.clone())).collect()
+}

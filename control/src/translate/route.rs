@@ -15,11 +15,12 @@ use crate::model::{HttpMatch, Kind, MeshState, Protocol, Service, ServicePort};
 /// The outbound routes as a client in namespace `client_ns` sees them.
 pub(crate) fn outbound(state: &MeshState, splits: &SplitTable, client_ns: &str) -> RouteConfiguration {
     let mut virtual_hosts = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for svc in state.services.values() {
         for port in svc.ports.iter().filter(|p| p.protocol == Protocol::Http) {
             virtual_hosts.push(VirtualHost {
                 name: format!("{}:{}", names::fqdn(&svc.key), port.port),
-                domains: names::domains(svc, port.port, client_ns),
+                domains: names::unique(names::domains(svc, port.port, client_ns), &mut seen),
                 routes: service_routes(state, splits, svc, port),
                 ..Default::default()
             });

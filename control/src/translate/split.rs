@@ -126,8 +126,9 @@ pub(crate) fn weighted_backends(
         }
         out.push((names::outbound_cluster(&key, port.port), backend.weight_milli));
     }
-    // Weights are relative: scale them down together if any exceeds u32.
-    let max = out.iter().map(|(_, w)| *w).max().unwrap_or(0);
-    let divisor = max.div_ceil(u64::from(u32::MAX)).max(1);
+    // Weights are relative: scale them down together if their sum exceeds u32
+    // (Envoy refuses a larger total).
+    let sum: u64 = out.iter().map(|(_, w)| *w).fold(0, u64::saturating_add);
+    let divisor = sum.div_ceil(u64::from(u32::MAX)).max(1);
     out.into_iter().map(|(c, w)| (c, u32::try_from((w / divisor).max(1)).unwrap_or(u32::MAX))).collect()
 }

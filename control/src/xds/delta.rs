@@ -12,7 +12,7 @@ use weft_xds_protos::envoy::service::discovery::v3::{
 use super::registry::{NackReport, ProxyReport, now_secs};
 use super::stream::XdsProtocol;
 use super::{known_type, short_type, wildcard_type};
-use crate::cache::{ProxyView, Snapshot, TYPE_ORDER, TypeResources};
+use crate::cache::{ProxyView, REMOVAL_ORDER, Snapshot, TYPE_ORDER, TypeResources};
 use crate::metrics::{Metrics, TypeLabel};
 
 /// A resource change in a response in flight: name, the version the proxy had
@@ -179,15 +179,14 @@ impl XdsProtocol for Delta {
                     let tr = report.types.entry(short.into()).or_default();
                     if let Some(err) = &req.error_detail {
                         warn!(r#type = short, detail = %err.message, "proxy NACKed");
-                        // The proxy kept what it had; remember what it refused.
-                        for (name, had, sent) in &changes {
+                        // Envoy applies the valid resources of a response and
+                        // NACKs the rest, without saying which: remember every
+                        // version sent as refused (so none is sent again) but keep
+                        // the names as sent, so later changes and removals still go out.
+                        for (name, _, sent) in &changes {
                             if let Some(v) = sent {
                                 state.nacked.insert(name.clone(), v.clone());
                             }
-                            match had {
-                                Some(h) => state.client.insert(name.clone(), h.clone()),
-                                None => state.client.remove(name),
-                            };
                         }
                         tr.nacks += 1;
                         tr.last_nack = Some(NackReport {
@@ -229,6 +228,7 @@ impl XdsProtocol for Delta {
                 // The proxy forgets what it unsubscribed from.
                 state.client.remove(name);
                 state.told_absent.remove(name);
+                state.nacked.remove(name);
             }
         }
         report.types.entry(short.into()).or_default().subscribed =
@@ -260,7 +260,7 @@ impl XdsProtocol for Delta {
             }
         }
         // ...then removals, listeners and routes before the clusters they used.
-        for type_url in TYPE_ORDER.iter().rev() {
+        for type_url in REMOVAL_ORDER {
             let Some(state) = self.types.get_mut(type_url) else { continue };
             let mut diff = Self::diff(state, view.get(type_url), true);
             diff.updated.clear();

@@ -10,7 +10,7 @@ use weft_xds_protos::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use super::registry::{NackReport, ProxyReport, now_secs};
 use super::stream::XdsProtocol;
 use super::{known_type, short_type, wildcard_type};
-use crate::cache::{ProxyView, Snapshot, TYPE_ORDER, TypeResources, set_version};
+use crate::cache::{ProxyView, REMOVAL_ORDER, Snapshot, TYPE_ORDER, TypeResources, set_version};
 use crate::metrics::{Metrics, TypeLabel};
 
 /// Per-type SotW state on one stream.
@@ -105,7 +105,8 @@ impl XdsProtocol for Sotw {
         let short = short_type(type_url);
         let first = !self.types.contains_key(type_url);
         let state = self.types.entry(type_url).or_default();
-        if !req.response_nonce.is_empty() {
+        // A nonce from before this stream (a reconnect) makes the request an initial one.
+        if !req.response_nonce.is_empty() && state.nonce.is_some() {
             if state.nonce.as_deref() != Some(req.response_nonce.as_str()) {
                 debug!(r#type = short, nonce = %req.response_nonce, "ignoring request with a stale nonce");
                 return Vec::new();
@@ -128,11 +129,12 @@ impl XdsProtocol for Sotw {
                 tr.acked_version = Some(req.version_info.clone());
             }
         }
-        let names: BTreeSet<String> = req.resource_names.iter().cloned().collect();
-        let wildcard = wildcard_type(type_url) && (names.is_empty() || names.contains("*"));
+        let explicit_wildcard = req.resource_names.iter().any(|n| n == "*");
+        let names: BTreeSet<String> = req.resource_names.iter().filter(|n| *n != "*").cloned().collect();
+        let wildcard = explicit_wildcard || (wildcard_type(type_url) && names.is_empty());
         let changed = first || wildcard != state.wildcard || (!wildcard && names != state.names);
         state.wildcard = wildcard;
-        state.names = names.into_iter().filter(|n| n != "*").collect();
+        state.names = names;
         report.types.entry(short.into()).or_default().subscribed =
             if state.wildcard { vec!["*".into()] } else { state.names.iter().cloned().collect() };
         if !changed {
@@ -174,7 +176,8 @@ impl XdsProtocol for Sotw {
                 out.push(self.respond(type_url, desired, report));
             }
         }
-        for (type_url, desired) in removals.into_iter().rev() {
+        removals.sort_by_key(|(t, _)| REMOVAL_ORDER.iter().position(|r| r == t));
+        for (type_url, desired) in removals {
             out.push(self.respond(type_url, desired, report));
         }
         out

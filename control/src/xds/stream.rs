@@ -97,7 +97,7 @@ pub(crate) async fn serve<P: XdsProtocol>(
         report.snapshot_version = snapshot.version;
 
         let mut next = Some(first);
-        loop {
+        'stream: loop {
             let mut from_update = false;
             let replies = if let Some(mut req) = next.take() {
                 let t = P::type_url(&mut req);
@@ -142,7 +142,7 @@ pub(crate) async fn serve<P: XdsProtocol>(
                     })
                     .inc();
                 if tx.send(Ok(reply)).await.is_err() {
-                    break;
+                    break 'stream;
                 }
             }
             if sent_any {
