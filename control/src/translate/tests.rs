@@ -389,3 +389,20 @@ fn consistency_check_finds_a_route_to_a_missing_cluster() {
     out.endpoints.remove(V2);
     assert_eq!(check_consistency(&out), Err(ConsistencyError::MissingEndpoints(V2.into())));
 }
+
+#[test]
+fn weights_whose_sum_exceeds_u32_are_scaled_together() {
+    let mesh = fix_labels(payments()).split(
+        "payments",
+        "s",
+        "payment-svc",
+        &[("payment-v1", 3_000_000_000_000), ("payment-v2", 3_000_000_000_000)],
+        1,
+    );
+    let out = translate_mesh(&mesh.0);
+    let routes = vhost_routes(&out.outbound_routes["payments"], ROOT_VHOST);
+    let weights = action(&routes[0]).unwrap();
+    let sum: u64 = weights.iter().map(|(_, w)| u64::from(*w)).sum();
+    assert!(sum <= u64::from(u32::MAX), "{weights:?}");
+    assert_eq!(weights[0].1, weights[1].1, "still an even split");
+}

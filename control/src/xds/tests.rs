@@ -200,3 +200,42 @@ fn node_metadata_is_required_and_named_in_the_error() {
     assert_eq!(err.to_string(), "node.metadata.NAMESPACE is required (see `weft envoy-bootstrap`)");
     assert_eq!(super::proxy_node(None).unwrap_err(), super::NodeError::Missing);
 }
+
+#[test]
+fn sotw_explicit_wildcard_on_eds_is_acked_without_a_resend_loop() {
+    let mut p = Sotw::new(Arc::new(Metrics::new()));
+    let mut r = report();
+    let v = view(&["a", "b"], 1);
+    let first = p.on_request(sotw_req(ENDPOINT, &["*"], "", None), &v, &snap(), &mut r);
+    assert_eq!(first[0].resources.len(), 2, "\"*\" subscribes to every assignment");
+    let ack = p.on_request(sotw_req(ENDPOINT, &["*"], &first[0].nonce, None), &v, &snap(), &mut r);
+    assert!(ack.is_empty(), "an ACK with the same subscription is not answered");
+}
+
+#[test]
+fn sotw_first_request_with_a_nonce_from_an_earlier_stream_is_answered() {
+    let mut p = Sotw::new(Arc::new(Metrics::new()));
+    let mut r = report();
+    let v = view(&["a"], 1);
+    let out = p.on_request(sotw_req(CLUSTER, &[], "17", None), &v, &snap(), &mut r);
+    assert_eq!(out.len(), 1, "a reconnecting proxy's first request gets the current clusters");
+}
+
+#[test]
+fn delta_removals_go_listeners_first_then_clusters() {
+    let mut p = Delta::new(Arc::new(Metrics::new()));
+    let mut r = report();
+    let mut v1 = view(&["a"], 1);
+    let l = Encoded::new(
+        "l",
+        &weft_xds_protos::envoy::config::listener::v3::Listener { name: "l".into(), ..Default::default() },
+    );
+    v1.by_type.get_mut(LISTENER).unwrap().insert("l".into(), l);
+    for t in [CLUSTER, LISTENER] {
+        let out = p.on_request(delta_req(t, &[], "", None), &v1, &snap(), &mut r);
+        p.on_request(delta_req(t, &[], &out[0].nonce, None), &v1, &snap(), &mut r);
+    }
+    let out = p.on_update(&view(&[], 1), &snap(), &mut r);
+    let order: Vec<&str> = out.iter().map(|r| super::short_type(&r.type_url)).collect();
+    assert_eq!(order, vec!["lds", "cds"]);
+}

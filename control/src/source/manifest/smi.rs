@@ -152,12 +152,11 @@ pub(super) fn http_route_group(env: &Envelope<'_>) -> FieldResult<HttpRouteGroup
             }
             methods.push(method.to_string());
         }
-        matches.push(HttpMatch {
-            name,
-            path_regex: node.opt_str("pathRegex")?.map(str::to_string),
-            methods,
-            headers: headers(&node)?,
-        });
+        let path_regex = match node.get("pathRegex")? {
+            Some(re) => Some(regex(&re)?.to_string()),
+            None => None,
+        };
+        matches.push(HttpMatch { name, path_regex, methods, headers: headers(&node)? });
     }
     Ok(HttpRouteGroup { key: env.key.clone(), matches })
 }
@@ -184,11 +183,25 @@ fn headers(node: &Node<'_>) -> FieldResult<BTreeMap<String, String>> {
             return Err(value.error(format!("\"{name}\" is not a valid header name")));
         }
         let lower = name.to_ascii_lowercase();
-        if out.insert(lower.clone(), value.str()?.to_string()).is_some() {
+        if out.insert(lower.clone(), regex(&value)?.to_string()).is_some() {
             return Err(value.error(format!("header \"{lower}\" is matched twice")));
         }
     }
     Ok(out)
+}
+
+/// A regular expression the proxies can compile. Envoy uses RE2, whose syntax
+/// (no look-around, no back-references) the `regex-syntax` parser shares; a
+/// pattern they cannot compile would make every proxy refuse the routes.
+fn regex<'a>(node: &Node<'a>) -> FieldResult<&'a str> {
+    let re = node.str()?;
+    regex_syntax::Parser::new().parse(re).map_err(|e| {
+        node.error(format!(
+            "not a valid RE2 regular expression: {}",
+            e.to_string().lines().last().unwrap_or_default()
+        ))
+    })?;
+    Ok(re)
 }
 
 /// An HTTP token (RFC 9110), as method and header names must be.
@@ -627,6 +640,20 @@ mod tests {
                 "spec: {matches: [{name: a, pathRegex: [a]}]}\n",
                 "spec.matches[0].pathRegex",
                 "must be a string",
+            ),
+            (
+                "path regex with look-ahead",
+                "v1alpha4",
+                "spec: {matches: [{name: a, pathRegex: '/pay(?=ments)'}]}\n",
+                "spec.matches[0].pathRegex",
+                "not a valid RE2 regular expression",
+            ),
+            (
+                "header regex unbalanced",
+                "v1alpha4",
+                "spec: {matches: [{name: a, headers: {x-beta: '(yes'}}]}\n",
+                "spec.matches[0].headers[\"x-beta\"]",
+                "not a valid RE2 regular expression",
             ),
         ];
         for (name, version, body, field, reason) in cases {
