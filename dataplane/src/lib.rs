@@ -1,8 +1,12 @@
 //! weft-proxy: the sidecar data plane. It is an xDS client of `weft control`
-//! and serves the listeners, routes and clusters that xDS describes.
+//! (or any xDS server) and serves the listeners, routes and clusters that xDS
+//! describes, just as stock Envoy does with the same stream.
 //!
-//! Only the crate skeleton exists so far; the runtime lands with its own issue.
+//! Data flows one way: [`xds`] decodes and validates resources into a
+//! [`config::Config`], swapped whole; [`proxy`] serves it.
 
 #![forbid(unsafe_code)]
+
+pub mod config;
 
 pub use weft_xds_protos as protos;
