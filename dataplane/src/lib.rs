@@ -10,3 +10,7 @@
 pub mod config;
 
 pub use weft_xds_protos as protos;
+pub mod admin;
+pub mod metrics;
+pub mod proxy;
+pub mod xds;

@@ -1,0 +1,1 @@
+//! The admin server: /ready, /live, /metrics, /config_dump.

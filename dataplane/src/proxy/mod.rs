@@ -1,0 +1,1 @@
+//! The data path: listeners, HTTP and TCP proxying, routing, load balancing.

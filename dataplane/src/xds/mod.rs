@@ -1,0 +1,1 @@
+//! The xDS client: ADS (Delta or SotW) to the control plane, decoding resources into [`crate::config`].
