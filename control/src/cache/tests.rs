@@ -14,6 +14,7 @@ fn node(id: &str, ip: &str) -> ProxyNode {
         pod_ip: ip.parse().unwrap(),
         inbound_port: INBOUND_PORT,
         outbound_port: OUTBOUND_PORT,
+        transparent: false,
     }
 }
 
@@ -27,6 +28,7 @@ fn shared_resources_are_encoded_once_and_listeners_are_per_proxy() {
             key,
             selector: Default::default(),
             cluster_ip: None,
+            policy: Default::default(),
             ports: vec![ServicePort {
                 name: None,
                 port: 80,

@@ -121,6 +121,35 @@ pub struct ServicePort {
     pub protocol: Protocol,
 }
 
+/// Retries for a service's HTTP routes (`weft.io/retry-on`, `weft.io/retries`, `weft.io/per-try-timeout`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Envoy `retry_on` tokens: `5xx`, `gateway-error`, `connect-failure`, `reset`.
+    pub retry_on: Vec<String>,
+    /// How many retries (default 1).
+    pub num_retries: u32,
+    /// Timeout of each try.
+    pub per_try_timeout: Option<std::time::Duration>,
+}
+
+/// HTTP behaviour a Service asks of its clients' proxies through `weft.io/*` annotations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpPolicy {
+    /// `weft.io/timeout`: the whole request's timeout (Envoy's default, 15 s, when unset; `0s` disables it).
+    pub timeout: Option<std::time::Duration>,
+    /// Retries, when `weft.io/retry-on` is set.
+    pub retry: Option<RetryPolicy>,
+}
+
+/// The annotation for a service's request timeout, e.g. `500ms`.
+pub const TIMEOUT_ANNOTATION: &str = "weft.io/timeout";
+/// The annotation listing when to retry, e.g. `5xx,connect-failure`.
+pub const RETRY_ON_ANNOTATION: &str = "weft.io/retry-on";
+/// The annotation for how many retries (default 1).
+pub const RETRIES_ANNOTATION: &str = "weft.io/retries";
+/// The annotation for each try's timeout.
+pub const PER_TRY_TIMEOUT_ANNOTATION: &str = "weft.io/per-try-timeout";
+
 /// `v1/Service`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service {
@@ -132,6 +161,8 @@ pub struct Service {
     pub cluster_ip: Option<IpAddr>,
     /// `spec.ports`.
     pub ports: Vec<ServicePort>,
+    /// Timeouts and retries from annotations.
+    pub policy: HttpPolicy,
 }
 
 /// A container port a pod declares.

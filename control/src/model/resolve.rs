@@ -112,7 +112,13 @@ mod tests {
     }
 
     fn service(ports: Vec<ServicePort>) -> Service {
-        Service { key: Key::new("shop", "web"), selector: labels(&[("app", "web")]), cluster_ip: None, ports }
+        Service {
+            key: Key::new("shop", "web"),
+            selector: labels(&[("app", "web")]),
+            cluster_ip: None,
+            ports,
+            policy: Default::default(),
+        }
     }
 
     fn pod(name: &str, addr: Option<&str>, ready: bool, ports: &[(&str, u16)]) -> Pod {

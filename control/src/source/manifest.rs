@@ -10,6 +10,7 @@
 
 mod fields;
 mod kubernetes;
+mod policy;
 mod smi;
 
 use crate::model::{

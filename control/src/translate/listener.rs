@@ -146,6 +146,44 @@ pub(crate) fn outbound(state: &MeshState, splits: &SplitTable, node: &ProxyNode)
     }
 }
 
+/// Locally, with no redirection, an app reaches an opaque TCP service at its
+/// own pod IP on the service's port: one `outbound|<port>||<fqdn>` listener per
+/// opaque service port. A port the workload itself listens on, or one of the
+/// proxy's own, is left out (the proxy could not bind it).
+pub(crate) fn local_tcp(state: &MeshState, splits: &SplitTable, node: &ProxyNode) -> Vec<Listener> {
+    let own_ports: BTreeSet<u16> = state
+        .pods
+        .values()
+        .filter(|p| p.ip == Some(node.pod_ip))
+        .flat_map(|p| p.ports.iter().map(|cp| cp.port))
+        .chain([node.inbound_port, node.outbound_port, ADMIN_PORT])
+        .collect();
+    let mut taken = BTreeSet::new();
+    let mut out = Vec::new();
+    for svc in state.services.values() {
+        for port in svc.ports.iter().filter(|p| p.protocol == Protocol::Tcp) {
+            if own_ports.contains(&port.port) || !taken.insert(port.port) {
+                continue;
+            }
+            let name = names::outbound_cluster(&svc.key, port.port);
+            out.push(Listener {
+                name: name.clone(),
+                address: Some(socket(node.pod_ip, port.port)),
+                filter_chains: vec![FilterChain {
+                    name: name.clone(),
+                    filters: vec![tcp_proxy_filter(name, tcp_target(state, splits, svc, port))],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+        }
+    }
+    out
+}
+
+/// The proxy's admin port, which no listener may take.
+const ADMIN_PORT: u16 = 4191;
+
 /// The service ports this proxy's workload serves, with the app's target port.
 #[derive(Debug, Default)]
 pub(crate) struct InboundServices<'a> {

@@ -41,6 +41,9 @@ pub struct ProxyNode {
     pub inbound_port: u16,
     /// Port of the outbound listener (`OUTBOUND_PORT`, default 4140).
     pub outbound_port: u16,
+    /// Traffic reaches the proxy by redirection (`TRANSPARENT=true`, Kubernetes);
+    /// otherwise (locally) opaque TCP services get a listener each on the pod IP.
+    pub transparent: bool,
 }
 
 /// The resources every proxy shares, built once per mesh state.
@@ -94,10 +97,11 @@ pub fn translate_proxy(state: &MeshState, splits: &SplitTable, node: &ProxyNode)
     let inbound = listener::inbound_services(state, node);
     let clusters =
         inbound.target_ports().into_iter().map(|port| cluster::inbound(node.pod_ip, port)).collect();
-    ProxyResources {
-        listeners: vec![listener::outbound(state, splits, node), listener::inbound(node, &inbound)],
-        clusters,
+    let mut listeners = vec![listener::outbound(state, splits, node), listener::inbound(node, &inbound)];
+    if !node.transparent {
+        listeners.extend(listener::local_tcp(state, splits, node));
     }
+    ProxyResources { listeners, clusters }
 }
 
 /// A reference that would make Envoy wait or fail: found before publishing.

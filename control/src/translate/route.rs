@@ -3,14 +3,14 @@
 
 use weft_xds_protos::envoy::config::core::v3::{DataSource, data_source};
 use weft_xds_protos::envoy::config::route::v3::{
-    DirectResponseAction, HeaderMatcher, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
-    WeightedCluster, header_matcher, route, route_action, route_match, weighted_cluster,
+    DirectResponseAction, HeaderMatcher, RetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch,
+    VirtualHost, WeightedCluster, header_matcher, route, route_action, route_match, weighted_cluster,
 };
 use weft_xds_protos::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher};
 use weft_xds_protos::google::protobuf::UInt32Value;
 
 use super::{SplitTable, names, split};
-use crate::model::{HttpMatch, Kind, MeshState, Protocol, Service, ServicePort};
+use crate::model::{HttpMatch, HttpPolicy, Kind, MeshState, Protocol, Service, ServicePort};
 
 /// The outbound routes as a client in namespace `client_ns` sees them.
 pub(crate) fn outbound(state: &MeshState, splits: &SplitTable, client_ns: &str) -> RouteConfiguration {
@@ -21,7 +21,7 @@ pub(crate) fn outbound(state: &MeshState, splits: &SplitTable, client_ns: &str) 
             virtual_hosts.push(VirtualHost {
                 name: format!("{}:{}", names::fqdn(&svc.key), port.port),
                 domains: names::unique(names::domains(svc, port.port, client_ns), &mut seen),
-                routes: service_routes(state, splits, svc, port),
+                routes: with_policy(service_routes(state, splits, svc, port), &svc.policy),
                 ..Default::default()
             });
         }
@@ -111,6 +111,29 @@ fn service_routes(state: &MeshState, splits: &SplitTable, svc: &Service, port: &
         .map(|m| split_route(format!("split/{}/{}", split.key.name, m.name), route_match(m)))
         .collect();
     routes.push(to_cluster("default", match_all(), &root_cluster));
+    routes
+}
+
+fn proto_duration(d: std::time::Duration) -> weft_xds_protos::google::protobuf::Duration {
+    weft_xds_protos::google::protobuf::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// Applies a service's timeout and retries to every forwarding route of its virtual host.
+fn with_policy(mut routes: Vec<Route>, policy: &HttpPolicy) -> Vec<Route> {
+    for r in &mut routes {
+        if let Some(route::Action::Route(ra)) = &mut r.action {
+            ra.timeout = policy.timeout.map(proto_duration);
+            ra.retry_policy = policy.retry.as_ref().map(|retry| RetryPolicy {
+                retry_on: retry.retry_on.join(","),
+                num_retries: Some(UInt32Value { value: retry.num_retries }),
+                per_try_timeout: retry.per_try_timeout.map(proto_duration),
+                ..Default::default()
+            });
+        }
+    }
     routes
 }
 

@@ -25,6 +25,7 @@ impl Mesh {
                 key,
                 selector: BTreeMap::from([("app".to_string(), app.to_string())]),
                 cluster_ip: None,
+                policy: Default::default(),
                 ports: vec![ServicePort {
                     name: Some("http".into()),
                     port,
@@ -347,6 +348,7 @@ fn inbound_listener_routes_each_service_authority_to_the_app_port() {
         pod_ip: "127.0.10.2".parse().unwrap(),
         inbound_port: INBOUND_PORT,
         outbound_port: OUTBOUND_PORT,
+        transparent: false,
     };
     let splits = SplitTable::build(&mesh.0);
     let own = translate_proxy(&mesh.0, &splits, &node);
@@ -405,4 +407,75 @@ fn weights_whose_sum_exceeds_u32_are_scaled_together() {
     let sum: u64 = weights.iter().map(|(_, w)| u64::from(*w)).sum();
     assert!(sum <= u64::from(u32::MAX), "{weights:?}");
     assert_eq!(weights[0].1, weights[1].1, "still an even split");
+}
+
+#[test]
+fn service_annotations_set_route_timeout_and_retries() {
+    let mut mesh = payments();
+    mesh.0.services.get_mut(&Key::new("payments", "payment-svc")).unwrap().policy = HttpPolicy {
+        timeout: Some(std::time::Duration::from_millis(500)),
+        retry: Some(RetryPolicy {
+            retry_on: vec!["5xx".into(), "reset".into()],
+            num_retries: 2,
+            per_try_timeout: Some(std::time::Duration::from_millis(200)),
+        }),
+    };
+    let out = translate_mesh(&mesh.0);
+    let routes = vhost_routes(&out.outbound_routes["payments"], ROOT_VHOST);
+    let Some(route::Action::Route(ra)) = &routes[0].action else { panic!() };
+    assert_eq!(ra.timeout.as_ref().map(|d| (d.seconds, d.nanos)), Some((0, 500_000_000)));
+    let retry = ra.retry_policy.as_ref().unwrap();
+    assert_eq!(retry.retry_on, "5xx,reset");
+    assert_eq!(retry.num_retries.as_ref().unwrap().value, 2);
+    let other = vhost_routes(&out.outbound_routes["payments"], "payment-v1.payments.svc.cluster.local:8080");
+    let Some(route::Action::Route(ra)) = &other[0].action else { panic!() };
+    assert!(ra.timeout.is_none() && ra.retry_policy.is_none(), "only the annotated service");
+}
+
+#[test]
+fn opaque_tcp_services_get_a_local_listener_on_the_pod_ip() {
+    let mut mesh = payments();
+    let key = Key::new("payments", "ledger");
+    mesh.0.services.insert(
+        key.clone(),
+        Service {
+            key,
+            selector: BTreeMap::from([("app".to_string(), "ledger".to_string())]),
+            cluster_ip: None,
+            policy: Default::default(),
+            ports: vec![
+                ServicePort {
+                    name: Some("tcp".into()),
+                    port: 9000,
+                    target_port: TargetPort::Number(9000),
+                    protocol: Protocol::Tcp,
+                },
+                ServicePort {
+                    name: Some("tcp-app".into()),
+                    port: 8080,
+                    target_port: TargetPort::Number(8080),
+                    protocol: Protocol::Tcp,
+                },
+            ],
+        },
+    );
+    mesh.0.pods.get_mut(&Key::new("payments", "frontend")).unwrap().ports =
+        vec![ContainerPort { name: Some("http".into()), port: 8080 }];
+    let mut node = ProxyNode {
+        id: "frontend".into(),
+        namespace: "payments".into(),
+        service_account: "frontend".into(),
+        pod_ip: "127.0.10.1".parse().unwrap(),
+        inbound_port: INBOUND_PORT,
+        outbound_port: OUTBOUND_PORT,
+        transparent: false,
+    };
+    let splits = SplitTable::build(&mesh.0);
+    let names = |node: &ProxyNode| -> Vec<String> {
+        translate_proxy(&mesh.0, &splits, node).listeners.into_iter().map(|l| l.name).collect()
+    };
+    // 8080 is the frontend's own app port, so only 9000 gets a listener.
+    assert_eq!(names(&node), vec!["outbound", "inbound", "outbound|9000||ledger.payments.svc.cluster.local"]);
+    node.transparent = true;
+    assert_eq!(names(&node), vec!["outbound", "inbound"], "redirected traffic uses the outbound listener");
 }

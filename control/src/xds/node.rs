@@ -66,5 +66,6 @@ pub fn proxy_node(node: Option<&Node>) -> Result<ProxyNode, NodeError> {
         pod_ip,
         inbound_port: port(md, "INBOUND_PORT", INBOUND_PORT)?,
         outbound_port: port(md, "OUTBOUND_PORT", OUTBOUND_PORT)?,
+        transparent: field(md, "TRANSPARENT").is_some_and(|v| v == "true"),
     })
 }

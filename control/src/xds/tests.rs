@@ -27,6 +27,7 @@ fn report() -> ProxyReport {
             pod_ip: "127.0.0.1".parse().unwrap(),
             inbound_port: INBOUND_PORT,
             outbound_port: OUTBOUND_PORT,
+            transparent: false,
         },
         stream: "test".into(),
         connected_at: 0,

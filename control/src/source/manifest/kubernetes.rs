@@ -80,7 +80,8 @@ pub(super) fn service(env: &Envelope<'_>) -> FieldResult<Service> {
         };
         ports.push(ServicePort { name: name.map(str::to_string), port, target_port, protocol });
     }
-    Ok(Service { key: env.key.clone(), selector: spec.string_map("selector")?, cluster_ip, ports })
+    let policy = super::policy::http_policy(&env.metadata)?;
+    Ok(Service { key: env.key.clone(), selector: spec.string_map("selector")?, cluster_ip, ports, policy })
 }
 
 /// Checks a named port reference (an IANA service name, as Kubernetes requires).
