@@ -40,7 +40,7 @@ pub enum BootstrapError {
     XdsAddr(String),
 }
 
-/// The bootstrap as YAML.
+/// The bootstrap, as JSON (which Envoy reads as YAML too).
 pub fn envoy_bootstrap(cfg: &BootstrapConfig) -> Result<String, BootstrapError> {
     let (host, port) = cfg
         .xds_addr
@@ -96,8 +96,10 @@ pub fn envoy_bootstrap(cfg: &BootstrapConfig) -> Result<String, BootstrapError> 
             }],
         },
     });
-    // Serialising a JSON value to YAML cannot fail.
-    Ok(serde_yaml_ng::to_string(&doc).unwrap_or_default())
+    // JSON is YAML, and unlike a YAML emitter's plain scalars it cannot be
+    // misread: Envoy's YAML 1.1 parser takes an unquoted `yes` or `n` for a bool.
+    // Serialising a JSON value cannot fail.
+    Ok(serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n")
 }
 
 #[cfg(test)]

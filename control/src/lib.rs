@@ -15,4 +15,5 @@ pub mod model;
 pub mod server;
 pub mod source;
 pub mod translate;
+pub mod up;
 pub mod xds;

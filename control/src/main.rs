@@ -81,6 +81,11 @@ enum Command {
         #[arg(long)]
         sotw: bool,
     },
+    /// Run a manifest directory's mesh on this machine (control plane, demo apps, a proxy
+    /// per meshed pod) with steady traffic through it and a live view; Ctrl-C stops it all.
+    Up(weft_control::up::UpArgs),
+    /// Run the demo app `weft up` uses: an HTTP server that answers with its name.
+    DemoApp(weft_control::up::DemoAppArgs),
 }
 
 fn init_logs(filter: &str, json: bool) -> anyhow::Result<()> {
@@ -153,6 +158,25 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 mode: if sotw { AdsMode::Sotw } else { AdsMode::Delta },
             };
             print!("{}", envoy_bootstrap(&cfg)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Up(up_args) => {
+            use weft_control::up::{self, Outcome};
+            let run_dir = up::create_run_dir()?;
+            up::init_logs(&args.log, args.log_json, &run_dir.join("weft.log"))?;
+            let rt = tokio::runtime::Runtime::new()?;
+            match rt.block_on(up::run(up_args.into_config(run_dir)))? {
+                Outcome::Stopped | Outcome::Interrupted => Ok(ExitCode::SUCCESS),
+                Outcome::ProxyExited => {
+                    eprintln!("error: a proxy exited while traffic ran (see the summary and its log)");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::DemoApp(demo) => {
+            init_logs(&args.log, args.log_json)?;
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(weft_control::up::run_demo_app(demo))?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,43 +1,87 @@
-//! A local mesh for tests: the control plane in-process on a copy of an
-//! example's manifests, rewritten onto the test's own loopback subnet.
+//! A local mesh for tests: the control plane on a copy of an example's (or a test
+//! scenario's) manifests, rewritten onto the test's own loopback subnet, and the
+//! workloads' proxies and apps on that subnet.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Context;
 use weft_control::bootstrap::{AdsMode, BootstrapConfig, envoy_bootstrap};
 use weft_control::server::{ControlConfig, RunningControl};
 
+use crate::backend::Failures;
+use crate::grpc::GrpcServer;
+use crate::proxy::{LoggedChild, Proxy, ProxyConfig, ProxyKind};
+use crate::tcp::TcpEcho;
 use crate::{Backend, Envoy, Subnet};
 
 /// The address prefix the examples use for pod IPs; tests move it to their subnet.
 pub const EXAMPLE_PREFIX: &str = "127.0.10.";
+
+/// Manifest reload interval of a test's control plane.
+const RELOAD_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The workspace's `examples/` directory.
 pub fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
 }
 
-/// A control plane serving a temporary copy of an example's manifests.
+/// `integration/manifests/`: one directory of manifests per test scenario.
+pub fn manifests_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests")
+}
+
+/// How a [`LocalMesh`] runs its control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlMode {
+    /// In the test process (fast, and its logs are the test's). Stopping it is a graceful
+    /// shutdown (streams end with status OK): use [`ControlMode::Process`] to see what
+    /// proxies do when the control plane crashes.
+    InProcess,
+    /// `weft control` as a child process on fixed ports of the subnet (`.250:8086` for
+    /// xDS, `.250:8085` for admin); stopping it is SIGKILL, so every stream breaks at once.
+    Process,
+}
+
+/// The running control plane.
+#[derive(Debug)]
+enum Control {
+    InProcess(RunningControl),
+    Process(LoggedChild),
+}
+
+/// A control plane serving a temporary copy of a manifest directory.
 #[derive(Debug)]
 pub struct LocalMesh {
-    /// The test's loopback subnet: pod `127.0.10.N` of the example is `subnet.ip(N)` here.
+    /// The test's loopback subnet: pod `127.0.10.N` of the manifests is `subnet.ip(N)` here.
     pub subnet: Subnet,
     /// The manifest directory the control plane watches.
     pub dir: tempfile::TempDir,
-    /// The running control plane.
-    pub control: Option<RunningControl>,
+    mode: ControlMode,
+    control: Option<Control>,
+    xds_addr: SocketAddr,
+    admin_addr: SocketAddr,
 }
 
 impl LocalMesh {
-    /// Copies `examples/<name>/*.yaml` with pod IPs moved to a fresh subnet and starts the control plane.
+    /// `examples/<name>/*.yaml`, with the control plane in-process.
     pub async fn example(name: &str) -> anyhow::Result<LocalMesh> {
+        LocalMesh::start(&examples_dir().join(name), ControlMode::InProcess).await
+    }
+
+    /// `integration/manifests/<name>/*.yaml`, with the control plane in-process.
+    pub async fn manifests(name: &str) -> anyhow::Result<LocalMesh> {
+        LocalMesh::start(&manifests_dir().join(name), ControlMode::InProcess).await
+    }
+
+    /// Copies `src/*.yaml` with pod IPs moved to a fresh subnet and starts the control plane.
+    pub async fn start(src: &Path, mode: ControlMode) -> anyhow::Result<LocalMesh> {
         let subnet = Subnet::claim()?;
         let dir = tempfile::Builder::new().prefix("weft-manifests-").tempdir()?;
-        let src = examples_dir().join(name);
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&src)
+        let mut files: Vec<PathBuf> = std::fs::read_dir(src)
             .with_context(|| format!("reading {}", src.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
@@ -49,31 +93,98 @@ impl LocalMesh {
             let name = f.file_name().context("file name")?;
             std::fs::write(dir.path().join(name), text)?;
         }
-        let config = ControlConfig {
-            manifests: dir.path().to_path_buf(),
-            xds_addr: SocketAddr::new(subnet.ip(250), 0),
-            admin_addr: SocketAddr::new(subnet.ip(250), 0),
-            reload_interval: Duration::from_millis(100),
+        let (xds_port, admin_port) = match mode {
+            ControlMode::InProcess => (0, 0),
+            ControlMode::Process => (8086, 8085),
         };
-        let control = weft_control::server::start(config).await?;
-        Ok(LocalMesh { subnet, dir, control: Some(control) })
+        let mut mesh = LocalMesh {
+            xds_addr: subnet.addr(250, xds_port),
+            admin_addr: subnet.addr(250, admin_port),
+            subnet,
+            dir,
+            mode,
+            control: None,
+        };
+        mesh.restart_control().await?;
+        Ok(mesh)
     }
 
-    fn running(&self) -> anyhow::Result<&RunningControl> {
+    fn running(&self) -> anyhow::Result<&Control> {
         self.control.as_ref().context("the control plane was stopped")
     }
 
     /// The control plane's xDS address.
     pub fn xds_addr(&self) -> anyhow::Result<SocketAddr> {
-        Ok(self.running()?.xds_addr)
+        self.running()?;
+        Ok(self.xds_addr)
     }
 
     /// The control plane's admin address.
     pub fn admin_addr(&self) -> anyhow::Result<SocketAddr> {
-        Ok(self.running()?.admin_addr)
+        self.running()?;
+        Ok(self.admin_addr)
     }
 
-    /// Text with the example's addresses moved to this test's subnet.
+    /// Stops the control plane: in a child process, SIGKILL (a crash: connections are
+    /// reset, nothing says goodbye); in-process, a graceful shutdown.
+    pub async fn stop_control(&mut self) -> anyhow::Result<()> {
+        match self.control.take() {
+            Some(Control::InProcess(c)) => c.shutdown().await,
+            Some(Control::Process(p)) => p.kill()?,
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// (Re)starts the control plane on the same xDS and admin addresses and manifest
+    /// directory, and waits until it serves (its first snapshot is published).
+    pub async fn restart_control(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.control.is_none(), "the control plane is already running");
+        match self.mode {
+            ControlMode::InProcess => {
+                let config = ControlConfig {
+                    manifests: self.dir.path().to_path_buf(),
+                    xds_addr: self.xds_addr,
+                    admin_addr: self.admin_addr,
+                    reload_interval: RELOAD_INTERVAL,
+                };
+                let control = weft_control::server::start(config).await?;
+                // Port 0 the first time: later restarts reuse what was bound.
+                self.xds_addr = control.xds_addr;
+                self.admin_addr = control.admin_addr;
+                self.control = Some(Control::InProcess(control));
+            }
+            ControlMode::Process => {
+                let mut command = Command::new(crate::weft_bin()?);
+                command
+                    .arg("control")
+                    .arg("--manifests")
+                    .arg(self.dir.path())
+                    .args(["--xds-addr", &self.xds_addr.to_string()])
+                    .args(["--admin-addr", &self.admin_addr.to_string()])
+                    .args(["--reload-interval-ms", &RELOAD_INTERVAL.as_millis().to_string()])
+                    .args(["--log", "info"]);
+                let process = LoggedChild::spawn("weft-control", command)?;
+                let admin = self.admin_addr;
+                let ready = crate::eventually("the control plane to be ready", || async {
+                    if let Some(status) = process.exited() {
+                        return Err(anyhow::anyhow!("weft control exited ({status})"));
+                    }
+                    let (status, body) = crate::load::send(admin, "admin", "/ready").await?;
+                    anyhow::ensure!(status == 200, "/ready: {status} {body}");
+                    anyhow::Ok(Some(()))
+                })
+                .await;
+                if let Err(e) = ready {
+                    return Err(process.failed(format!("{e:#}")));
+                }
+                self.control = Some(Control::Process(process));
+            }
+        }
+        Ok(())
+    }
+
+    /// Text with the manifests' addresses moved to this test's subnet.
     pub fn localize(&self, text: &str) -> String {
         text.replace(EXAMPLE_PREFIX, &subnet_prefix(&self.subnet))
     }
@@ -94,6 +205,60 @@ impl LocalMesh {
     /// Starts a test backend named `name` for pod `127.0.10.host` on `port`.
     pub async fn backend(&self, host: u8, port: u16, name: &str) -> anyhow::Result<Backend> {
         Backend::start(self.subnet.addr(host, port), name).await
+    }
+
+    /// [`LocalMesh::backend`] answering the requests `failures` picks with 503.
+    pub async fn failing_backend(
+        &self,
+        host: u8,
+        port: u16,
+        name: &str,
+        failures: Failures,
+    ) -> anyhow::Result<Backend> {
+        Backend::start_failing(self.subnet.addr(host, port), name, failures).await
+    }
+
+    /// Starts the test gRPC server named `name` for pod `127.0.10.host` on `port`.
+    pub async fn grpc_server(&self, host: u8, port: u16, name: &str) -> anyhow::Result<GrpcServer> {
+        GrpcServer::start(self.subnet.addr(host, port), name).await
+    }
+
+    /// Starts a TCP echo server for pod `127.0.10.host` on `port`.
+    pub async fn tcp_echo(&self, host: u8, port: u16) -> anyhow::Result<TcpEcho> {
+        TcpEcho::start(self.subnet.addr(host, port)).await
+    }
+
+    /// The identity and xDS source of the proxy of pod `127.0.10.host`.
+    pub fn proxy_config(
+        &self,
+        node_id: &str,
+        namespace: &str,
+        service_account: &str,
+        host: u8,
+        mode: AdsMode,
+    ) -> anyhow::Result<ProxyConfig> {
+        Ok(ProxyConfig::new(
+            node_id,
+            namespace,
+            service_account,
+            self.subnet.ip(host),
+            self.xds_addr()?,
+            mode,
+        ))
+    }
+
+    /// Starts a proxy of `kind` for pod `127.0.10.host`, and waits until it is ready
+    /// (Envoy LIVE, weft-proxy `/ready`).
+    pub async fn proxy(
+        &self,
+        kind: ProxyKind,
+        node_id: &str,
+        namespace: &str,
+        service_account: &str,
+        host: u8,
+        mode: AdsMode,
+    ) -> anyhow::Result<Proxy> {
+        Proxy::start(kind, &self.proxy_config(node_id, namespace, service_account, host, mode)?).await
     }
 
     /// Starts stock Envoy as the proxy of pod `127.0.10.host`, and waits until it is LIVE.
@@ -133,6 +298,28 @@ impl LocalMesh {
         Ok(list.into_iter().filter_map(|p| Some((p["node"]["id"].as_str()?.to_string(), p))).collect())
     }
 
+    /// Waits until every proxy in `node_ids` is connected and has ACKed the latest
+    /// version of every type (CDS, EDS, LDS, RDS) without a NACK; returns their reports.
+    pub async fn wait_synced(
+        &self,
+        node_ids: &[&str],
+    ) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
+        crate::eventually(&format!("{node_ids:?} to ACK every type"), || async {
+            let proxies = self.proxies().await?;
+            for id in node_ids {
+                let p = proxies.get(*id).ok_or_else(|| anyhow::anyhow!("{id} is not connected"))?;
+                for t in ["cds", "eds", "lds", "rds"] {
+                    let tr = &p["types"][t];
+                    anyhow::ensure!(tr["acks"].as_u64().unwrap_or(0) > 0, "{id}: {t} not ACKed: {p}");
+                    anyhow::ensure!(tr["nacks"] == 0, "{id}: {t} NACKed: {p}");
+                    anyhow::ensure!(tr["acked_version"] == tr["sent_version"], "{id}: {t} behind: {p}");
+                }
+            }
+            anyhow::Ok(Some(proxies))
+        })
+        .await
+    }
+
     /// Runs `weft apply -f <file>` with the real binary; returns exit code, stdout and stderr.
     pub async fn weft_apply(&self, file: &Path) -> anyhow::Result<(i32, String, String)> {
         let out = tokio::process::Command::new(crate::weft_bin()?)
@@ -148,13 +335,6 @@ impl LocalMesh {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         ))
-    }
-
-    /// Stops the control plane.
-    pub async fn stop_control(&mut self) {
-        if let Some(c) = self.control.take() {
-            c.shutdown().await;
-        }
     }
 }
 

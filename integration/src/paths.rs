@@ -50,6 +50,27 @@ pub fn weft_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// The `weft-proxy` binary (the sidecar) that cargo built next to the running test.
+/// `$WEFT_PROXY_BIN` overrides it.
+///
+/// Like [`weft_bin`], it is not built on demand: `cargo nextest run --workspace` builds it
+/// (for `dataplane/tests/cli.rs`); `cargo nextest run -p weft-integration` does not.
+pub fn weft_proxy_bin() -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("WEFT_PROXY_BIN").filter(|b| !b.is_empty()) {
+        let bin = PathBuf::from(bin);
+        anyhow::ensure!(bin.is_file(), "WEFT_PROXY_BIN={} does not exist", bin.display());
+        return Ok(bin);
+    }
+    let bin = binary_next_to(&std::env::current_exe()?, "weft-proxy");
+    anyhow::ensure!(
+        bin.is_file(),
+        "the weft-proxy binary is not built: {} is missing; run `cargo build -p weft-proxy` \
+         (with the same profile as the tests) first",
+        bin.display()
+    );
+    Ok(bin)
+}
+
 /// Where cargo puts binary `name` of the build that produced test executable `exe`.
 fn binary_next_to(exe: &Path, name: &str) -> PathBuf {
     let mut dir = exe.parent().unwrap_or(exe);

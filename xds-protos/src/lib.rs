@@ -5,6 +5,8 @@
 
 pub use envoy_types::pb::{envoy, google, xds};
 
+pub mod json;
+
 /// Envoy's v3 type URLs for the resources weft serves.
 pub mod type_url {
     /// Listener (LDS).

@@ -1,8 +1,6 @@
 //! The control plane's admin API (axum): health, metrics, what each proxy was
 //! sent and accepted, and the apply endpoint behind `weft apply`.
 
-mod json;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -15,7 +13,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-pub use json::{JsonError, any_to_json};
+pub use weft_xds_protos::json::{JsonError, any_to_json};
 
 use crate::cache::Snapshot;
 use crate::metrics::Metrics;

@@ -41,31 +41,36 @@ pub(crate) fn outbound(name: &str, protocol: Protocol) -> Cluster {
         ..Default::default()
     };
     if protocol == Protocol::Http {
-        // Keep HTTP/2 as HTTP/2 and HTTP/1.1 as HTTP/1.1 upstream.
-        let opts = HttpProtocolOptions {
-            upstream_protocol_options: Some(
-                http_protocol_options::UpstreamProtocolOptions::UseDownstreamProtocolConfig(
-                    http_protocol_options::UseDownstreamHttpConfig {
-                        http_protocol_options: Some(Http1ProtocolOptions::default()),
-                        http2_protocol_options: Some(Http2ProtocolOptions::default()),
-                        ..Default::default()
-                    },
-                ),
-            ),
-            ..Default::default()
-        };
-        c.typed_extension_protocol_options.insert(
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(),
-            Any { type_url: HttpProtocolOptions::type_url(), value: prost::Message::encode_to_vec(&opts) },
-        );
+        same_protocol_upstream(&mut c);
     }
     c
+}
+
+/// Keeps HTTP/2 as HTTP/2 and HTTP/1.1 as HTTP/1.1 upstream: every hop speaks
+/// what the calling app chose, so gRPC and h2c reach the app as HTTP/2.
+fn same_protocol_upstream(c: &mut Cluster) {
+    let opts = HttpProtocolOptions {
+        upstream_protocol_options: Some(
+            http_protocol_options::UpstreamProtocolOptions::UseDownstreamProtocolConfig(
+                http_protocol_options::UseDownstreamHttpConfig {
+                    http_protocol_options: Some(Http1ProtocolOptions::default()),
+                    http2_protocol_options: Some(Http2ProtocolOptions::default()),
+                    ..Default::default()
+                },
+            ),
+        ),
+        ..Default::default()
+    };
+    c.typed_extension_protocol_options.insert(
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(),
+        Any { type_url: HttpProtocolOptions::type_url(), value: prost::Message::encode_to_vec(&opts) },
+    );
 }
 
 /// The inbound cluster to the local app at `ip:port`.
 pub(crate) fn inbound(ip: IpAddr, port: u16) -> Cluster {
     let name = names::inbound_cluster(port);
-    Cluster {
+    let mut c = Cluster {
         load_assignment: Some(endpoint::static_assignment(&name, ip, port)),
         name,
         connect_timeout: Some(CONNECT_TIMEOUT),
@@ -74,7 +79,9 @@ pub(crate) fn inbound(ip: IpAddr, port: u16) -> Cluster {
             cluster::DiscoveryType::Static as i32,
         )),
         ..Default::default()
-    }
+    };
+    same_protocol_upstream(&mut c);
+    c
 }
 
 /// Whether a cluster takes its endpoints from EDS.

@@ -127,7 +127,10 @@ pub struct Route {
 
 impl PartialEq for Route {
     fn eq(&self, other: &Self) -> bool {
-        self.name == other.name && self.path == other.path && self.headers == other.headers && self.action == other.action
+        self.name == other.name
+            && self.path == other.path
+            && self.headers == other.headers
+            && self.action == other.action
     }
 }
 
@@ -145,7 +148,9 @@ pub enum PathMatch {
 impl PartialEq for PathMatch {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
-            (PathMatch::Prefix(a), PathMatch::Prefix(b)) | (PathMatch::Exact(a), PathMatch::Exact(b)) => a == b,
+            (PathMatch::Prefix(a), PathMatch::Prefix(b)) | (PathMatch::Exact(a), PathMatch::Exact(b)) => {
+                a == b
+            }
             (PathMatch::Regex(a), PathMatch::Regex(b)) => a.as_str() == b.as_str(),
             _ => false,
         }
@@ -184,7 +189,10 @@ impl PartialEq for StringMatch {
     fn eq(&self, other: &Self) -> bool {
         use StringMatch::*;
         match (self, other) {
-            (Exact(a), Exact(b)) | (Prefix(a), Prefix(b)) | (Suffix(a), Suffix(b)) | (Contains(a), Contains(b)) => a == b,
+            (Exact(a), Exact(b))
+            | (Prefix(a), Prefix(b))
+            | (Suffix(a), Suffix(b))
+            | (Contains(a), Contains(b)) => a == b,
             (Regex(a), Regex(b)) => a.as_str() == b.as_str(),
             (Present(a), Present(b)) => a == b,
             _ => false,

@@ -1,0 +1,109 @@
+//! The command lines of `weft up` and `weft demo-app`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::demo::{DemoApp, DemoCall, DemoConfig};
+use super::plan::ProxyMode;
+use super::{UpConfig, UpError};
+
+/// Run a manifest directory's mesh locally: control plane, demo apps, a proxy per
+/// meshed pod, steady traffic through the entry workload and a live view.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpArgs {
+    /// Directory of manifests; every Pod with `status.podIP` runs, on that (loopback) address.
+    #[arg(env = "WEFT_MANIFESTS")]
+    pub dir: PathBuf,
+    /// The proxy next to each meshed pod: weft-proxy, stock Envoy, or the two in turn.
+    #[arg(long, env = "WEFT_UP_PROXY", value_enum, default_value = "weft")]
+    pub proxy: ProxyMode,
+    /// Requests per second sent to the entry workload (open loop).
+    #[arg(long, env = "WEFT_UP_RATE", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub rate: u32,
+    /// Send traffic for this many seconds, print a final summary and exit (for tests and CI);
+    /// without it, run until Ctrl-C.
+    #[arg(long, env = "WEFT_UP_DURATION")]
+    pub duration: Option<u64>,
+    /// The workload the traffic enters by: a pod name, or else the first pod labelled `app: <ENTRY>`.
+    #[arg(long, env = "WEFT_UP_ENTRY", default_value = "frontend")]
+    pub entry: String,
+    /// The control plane's xDS address (port 0 picks a free one).
+    #[arg(long, env = "WEFT_XDS_ADDR", default_value = "127.0.0.1:8086")]
+    pub xds_addr: SocketAddr,
+    /// The control plane's admin address, for `weft apply` (port 0 picks a free one).
+    #[arg(long, env = "WEFT_ADMIN_ADDR", default_value = "127.0.0.1:8085")]
+    pub admin_addr: SocketAddr,
+    /// Stock Envoy [default: $ENVOY_BIN, else target/envoy-1.40.0/envoy/_bin/envoy].
+    #[arg(long, env = "WEFT_ENVOY_BIN")]
+    pub envoy_bin: Option<PathBuf>,
+    /// weft-proxy [default: weft-proxy next to this weft binary].
+    #[arg(long, env = "WEFT_PROXY_BIN")]
+    pub proxy_bin: Option<PathBuf>,
+    /// Seconds the proxies may take to become ready.
+    #[arg(long, env = "WEFT_UP_READY_TIMEOUT", default_value_t = 60)]
+    pub ready_timeout: u64,
+}
+
+impl UpArgs {
+    /// The configuration, with logs and bootstraps in `run_dir`.
+    pub fn into_config(self, run_dir: PathBuf) -> UpConfig {
+        UpConfig {
+            manifests: self.dir,
+            proxy: self.proxy,
+            rate: self.rate,
+            duration: self.duration.map(Duration::from_secs),
+            entry: self.entry,
+            xds_addr: self.xds_addr,
+            admin_addr: self.admin_addr,
+            envoy_bin: self.envoy_bin,
+            proxy_bin: self.proxy_bin,
+            ready_timeout: Duration::from_secs(self.ready_timeout),
+            run_dir,
+        }
+    }
+}
+
+/// Sends `weft up`'s own logs (control plane and all) to `path`, so they stay out of the live view.
+pub fn init_logs(filter: &str, json: bool, path: &Path) -> Result<(), UpError> {
+    let file = std::fs::File::create(path).map_err(|e| UpError::io(path, e))?;
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| UpError::Config(format!("--log {filter:?}: {e}")))?;
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(Arc::new(file));
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    Ok(())
+}
+
+/// Run the demo app: an HTTP server that answers with its name, after calling
+/// another service through a proxy if asked to.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoAppArgs {
+    /// The name it answers with (its workload's).
+    #[arg(long, env = "WEFT_DEMO_NAME")]
+    pub name: String,
+    /// Where it listens, e.g. 127.0.10.1:8080.
+    #[arg(long, env = "WEFT_DEMO_LISTEN")]
+    pub listen: SocketAddr,
+    /// A service to call first, as `host:port` (sent as the `Host` header), e.g. payment-svc.payments:8080.
+    #[arg(long, env = "WEFT_DEMO_CALLS", requires = "via")]
+    pub calls: Option<String>,
+    /// Where that call goes: the workload's proxy's outbound address, e.g. 127.0.10.1:4140.
+    #[arg(long, env = "WEFT_DEMO_VIA", requires = "calls")]
+    pub via: Option<SocketAddr>,
+}
+
+/// `weft demo-app`: serves until Ctrl-C or SIGTERM.
+pub async fn run_demo_app(args: DemoAppArgs) -> Result<(), UpError> {
+    let calls = args.calls.zip(args.via).map(|(authority, via)| DemoCall { authority, via });
+    let app = DemoApp::start(DemoConfig { name: args.name.clone(), listen: args.listen, calls }).await?;
+    tracing::info!(name = %args.name, addr = %app.addr(), "demo app serving");
+    let mut stop = super::run::Stop::install()?;
+    stop.recv().await;
+    Ok(())
+}

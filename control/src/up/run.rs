@@ -1,0 +1,309 @@
+//! `weft up`'s sequence: plan, start everything, wait until ready, run traffic with
+//! the live view until stopped, then summarise and stop everything.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+
+use crate::model::Key;
+use crate::server::{self, ControlConfig};
+use crate::source::ManifestDir;
+
+use super::demo::{DemoApp, DemoCall, DemoConfig};
+use super::plan::{Plan, ProxyKind, demo_calls};
+use super::process::{self, Children, OUTBOUND_PORT};
+use super::status::{ControlStatus, SplitView};
+use super::tally::{Event, Recorder, Tally};
+use super::traffic::{Target, Traffic, warm_up};
+use super::view::{Row, View, render, split_rows};
+use super::{UpConfig, UpError, status};
+
+/// How `weft up` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stopped by a signal or at the end of `--duration`, every proxy still running.
+    Stopped,
+    /// Stopped by a signal before traffic started.
+    Interrupted,
+    /// A proxy exited while traffic ran.
+    ProxyExited,
+}
+
+/// Ctrl-C, SIGTERM and SIGHUP, installed before any child starts (so none is orphaned
+/// by a signal's default action).
+pub(crate) struct Stop {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+}
+
+impl Stop {
+    pub(crate) fn install() -> Result<Stop, UpError> {
+        let sig = |kind| signal(kind).map_err(UpError::Signal);
+        Ok(Stop {
+            int: sig(SignalKind::interrupt())?,
+            term: sig(SignalKind::terminate())?,
+            hup: sig(SignalKind::hangup())?,
+        })
+    }
+
+    /// Resolves at the next of these signals.
+    pub(crate) async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+            _ = self.hup.recv() => {}
+        }
+    }
+}
+
+/// Writes to stdout, ignoring a closed pipe (the view is not worth a panic).
+fn say(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+/// Where the view goes: redrawn in place on a terminal, one block per second otherwise.
+struct Screen {
+    tty: bool,
+    last_lines: usize,
+}
+
+impl Screen {
+    fn draw(&mut self, block: &str) {
+        if self.tty {
+            // Back to the start of the previous block, then clear to the end of the screen.
+            let up =
+                if self.last_lines > 0 { format!("\x1b[{}F\x1b[J", self.last_lines) } else { String::new() };
+            say(&format!("{up}{block}"));
+            self.last_lines = block.lines().count();
+        } else {
+            say(&format!("{block}\n"));
+        }
+    }
+}
+
+/// What the view reads besides the tally and the proxies.
+struct Sources<'a> {
+    plan: &'a Plan,
+    entry: usize,
+    control: watch::Receiver<ControlStatus>,
+    splits: watch::Receiver<Arc<Vec<SplitView>>>,
+}
+
+impl Sources<'_> {
+    /// The view of the window ending at second `end`.
+    fn view(&self, tally: &Tally, children: &Children, end: u64) -> View {
+        let rows = self.plan.workloads.iter().enumerate().map(|(i, w)| {
+            let proc = children.procs().iter().find(|p| p.workload == i);
+            Row {
+                name: w.name().to_owned(),
+                proxy: w.proxy.map_or("-", ProxyKind::as_str).to_owned(),
+                note: proc.and_then(|p| p.exited()).map(|s| format!("proxy exited ({s})")),
+                handled: tally.handled(i, end),
+            }
+        });
+        View {
+            elapsed: end,
+            control: self.control.borrow().clone(),
+            rows: rows.collect(),
+            splits: split_rows(&self.splits.borrow(), tally, end),
+            entry: self.plan.workloads[self.entry].name().to_owned(),
+            sent: tally.sent(end),
+            total_sent: tally.total_sent,
+            total_failed: tally.total_failed,
+        }
+    }
+}
+
+/// The workloads of the directory, checked against what this machine has, before anything starts.
+struct Prepared {
+    plan: Plan,
+    entry: usize,
+    weft_bin: Option<PathBuf>,
+    envoy_bin: Option<PathBuf>,
+    warnings: Vec<String>,
+}
+
+fn prepare(config: &UpConfig) -> Result<Prepared, UpError> {
+    if !config.manifests.is_dir() {
+        return Err(UpError::Config(format!("{} is not a directory", config.manifests.display())));
+    }
+    let mut dir = ManifestDir::new(&config.manifests);
+    let report = dir.load();
+    let plan = Plan::build(&report.state, config.proxy, |k| demo_calls(&dir, k));
+    if plan.workloads.is_empty() {
+        return Err(UpError::NoWorkloads(config.manifests.clone()));
+    }
+    let entry = plan.entry(&config.entry)?;
+    let bin = |kind, find: fn(Option<&Path>) -> Result<PathBuf, UpError>, explicit: &Option<PathBuf>| {
+        plan.uses(kind).then(|| find(explicit.as_deref())).transpose()
+    };
+    let weft_bin = bin(ProxyKind::Weft, process::weft_proxy_bin, &config.proxy_bin)?;
+    let envoy_bin = bin(ProxyKind::Envoy, process::envoy_bin, &config.envoy_bin)?;
+    for w in plan.workloads.iter().filter(|w| w.proxy.is_some()) {
+        process::check_ports_free(w.ip)?;
+    }
+    let mut warnings: Vec<String> = report.errors.iter().map(|e| format!("warning: {e}")).collect();
+    warnings.extend(plan.skipped.iter().map(|s| format!("not run: {s}")));
+    for w in plan.workloads.iter().filter(|w| w.calls.is_some() && w.proxy.is_none()) {
+        warnings.push(format!(
+            "note: {} is not meshed, so its calls find no proxy on {}:{OUTBOUND_PORT}",
+            w.name(),
+            w.ip
+        ));
+    }
+    Ok(Prepared { plan, entry, weft_bin, envoy_bin, warnings })
+}
+
+/// Every workload's demo app, reporting to `events`.
+async fn start_apps(plan: &Plan, events: &mpsc::UnboundedSender<Event>) -> Result<Vec<DemoApp>, UpError> {
+    let mut apps = Vec::new();
+    for (i, w) in plan.workloads.iter().enumerate() {
+        let via = SocketAddr::new(w.ip, OUTBOUND_PORT);
+        let calls = w.calls.clone().map(|authority| DemoCall { authority, via });
+        let recorder = Recorder { events: events.clone(), workload: i };
+        let config = DemoConfig { name: w.name().to_owned(), listen: w.app_addr(), calls };
+        apps.push(DemoApp::start_recorded(config, Some(recorder)).await?);
+    }
+    Ok(apps)
+}
+
+/// Every meshed workload's proxy, pointed at `xds`.
+fn start_proxies(p: &Prepared, xds: SocketAddr, run_dir: &Path) -> Result<Children, UpError> {
+    let mut children = Children::new(run_dir);
+    for (i, w) in p.plan.workloads.iter().enumerate() {
+        let bin = match w.proxy {
+            Some(ProxyKind::Weft) => p.weft_bin.as_deref(),
+            Some(ProxyKind::Envoy) => p.envoy_bin.as_deref(),
+            None => None,
+        };
+        if let (Some(kind), Some(bin)) = (w.proxy, bin) {
+            children.start(i, w, kind, bin, xds)?;
+        }
+    }
+    for (i, w) in p.plan.workloads.iter().enumerate() {
+        let proxy = children.procs().iter().find(|p| p.workload == i).map_or_else(
+            || "no proxy".to_owned(),
+            |p| format!("{} pid {}, log {}", p.kind.as_str(), p.pid(), p.log.display()),
+        );
+        say(&format!("  {:<14} app {:<18} {proxy}\n", w.name(), w.app_addr().to_string()));
+    }
+    Ok(children)
+}
+
+/// Runs `weft up` until a signal or the end of `config.duration`.
+pub async fn run(config: UpConfig) -> Result<Outcome, UpError> {
+    let mut stop = Stop::install()?;
+    let prepared = prepare(&config)?;
+    let control = server::start(ControlConfig {
+        manifests: config.manifests.clone(),
+        xds_addr: config.xds_addr,
+        admin_addr: config.admin_addr,
+        reload_interval: Duration::from_millis(250),
+    })
+    .await?;
+    say(&format!(
+        "weft up {}: control plane xDS {}, admin {} (weft apply --admin-addr {}); logs in {}\n",
+        config.manifests.display(),
+        control.xds_addr,
+        control.admin_addr,
+        control.admin_addr,
+        config.run_dir.display()
+    ));
+    for w in &prepared.warnings {
+        say(&format!("  {w}\n"));
+    }
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let apps = start_apps(&prepared.plan, &events_tx).await?;
+    let mut children = start_proxies(&prepared, control.xds_addr, &config.run_dir)?;
+
+    let (plan, entry) = (&prepared.plan, prepared.entry);
+    let names: Arc<Vec<String>> = Arc::new(plan.workloads.iter().map(|w| w.name().to_owned()).collect());
+    let target = Target { addr: plan.workloads[entry].app_addr(), names: names.clone() };
+    let started = Instant::now();
+    say(&format!("waiting for {} proxies to be ready...", children.procs().len()));
+    let startup = async {
+        children.wait_ready(config.ready_timeout, &names).await?;
+        // Ready proxies may still be connecting to one another: wait for real answers.
+        let deadline = Instant::now() + config.ready_timeout;
+        warm_up(&target, 3, deadline).await.map_err(|last| UpError::WarmUp {
+            entry: names[entry].clone(),
+            timeout: config.ready_timeout,
+            last,
+        })
+    };
+    tokio::select! {
+        r = startup => if let Err(e) = r {
+            say("\n");
+            return Err(e);
+        },
+        _ = stop.recv() => {
+            say("\ninterrupted; stopping\n");
+            control.shutdown().await;
+            return Ok(Outcome::Interrupted);
+        }
+    }
+    say(&format!(
+        " ready in {:.1} s.\nsending {} requests/s to {} at {}{}\n\n",
+        started.elapsed().as_secs_f64(),
+        config.rate,
+        names[entry],
+        target.addr,
+        config.duration.map_or_else(|| "; Ctrl-C stops".to_owned(), |d| format!(" for {} s", d.as_secs()))
+    ));
+
+    // Traffic, and the view every second until stopped.
+    let origin = Instant::now();
+    let mut tally = Tally::new(origin, plan.workloads.len());
+    let traffic = Traffic::start(target, config.rate, events_tx);
+    let (control_status, control_task) = status::watch_control(control.admin_addr);
+    let keys: Vec<Key> = plan.workloads.iter().map(|w| w.key.clone()).collect();
+    let (splits, splits_task) = status::watch_splits(config.manifests.clone(), keys);
+    let sources = Sources { plan, entry, control: control_status, splits };
+    let mut screen = Screen { tty: std::io::stdout().is_terminal(), last_lines: 0 };
+    let mut tick = tokio::time::interval_at((origin + Duration::from_secs(1)).into(), Duration::from_secs(1));
+    let until_deadline = async {
+        match config.duration {
+            Some(d) => tokio::time::sleep_until((origin + d).into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(until_deadline);
+    let mut proxy_exited = false;
+    let end = loop {
+        tokio::select! {
+            Some(event) = events.recv() => tally.record(event),
+            _ = tick.tick() => {
+                proxy_exited |= !children.poll().is_empty();
+                screen.draw(&render(&sources.view(&tally, &children, tally.elapsed_secs())));
+            }
+            _ = &mut until_deadline => break config.duration.map_or(0, |d| d.as_secs()),
+            _ = stop.recv() => break tally.elapsed_secs(),
+        }
+    };
+
+    // Wait for the answers still due, then the final word.
+    traffic.stop().await;
+    drop(apps);
+    while let Ok(event) = events.try_recv() {
+        tally.record(event);
+    }
+    proxy_exited |= !children.poll().is_empty();
+    screen.draw(&format!("=== final summary ===\n{}", render(&sources.view(&tally, &children, end))));
+    control_task.abort();
+    splits_task.abort();
+    let running = children.shutdown();
+    control.shutdown().await;
+    say(&format!(
+        "stopped {running} proxies and the control plane; logs are kept in {}\n",
+        config.run_dir.display()
+    ));
+    Ok(if proxy_exited { Outcome::ProxyExited } else { Outcome::Stopped })
+}

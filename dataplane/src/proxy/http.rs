@@ -1,0 +1,141 @@
+//! The HTTP connection manager: serves a downstream connection (HTTP/1.1 or
+//! h2c, detected), and per request loads the current config once, finds the
+//! virtual host and route, and answers directly or forwards upstream.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+
+use super::body::ResponseBody;
+use super::listener::{ChainCtx, ChainKindCtx, RoutesCtx};
+use super::route::{IndexedTable, RequestView};
+use super::runtime::{Runtime, Shared};
+use super::upstream;
+use crate::config::Action;
+
+/// How long a draining connection may finish its requests before it is closed.
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A downstream HTTP connection's context.
+#[derive(Debug)]
+pub(crate) struct HttpConn {
+    /// Shared state.
+    pub(crate) shared: Arc<Shared>,
+    /// The filter chain it was accepted on.
+    pub(crate) chain: Arc<ChainCtx>,
+}
+
+/// Serves one downstream connection until it closes, or until `drain` turns
+/// true: then it shuts down gracefully (GOAWAY, or close when idle) and is
+/// closed after [`DRAIN_TIMEOUT`].
+pub(crate) async fn serve<I>(io: I, conn: Arc<HttpConn>, mut drain: watch::Receiver<bool>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let shared = Arc::clone(&conn.shared);
+    let service = service_fn(move |req| {
+        let conn = Arc::clone(&conn);
+        async move { Ok::<_, Infallible>(handle(&conn, req).await) }
+    });
+    let connection = shared.http.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = draining(&mut drain) => {
+            connection.as_mut().graceful_shutdown();
+            match tokio::time::timeout(DRAIN_TIMEOUT, connection).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::debug!("drain timeout: closing the connection");
+                    Ok(())
+                }
+            }
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "downstream connection ended");
+    }
+}
+
+/// Resolves once `drain` turns true (or its listener is gone).
+pub(crate) async fn draining(drain: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not Send: drop it here.
+    let _ = drain.wait_for(|draining| *draining).await.map(|_| ());
+}
+
+async fn handle(conn: &HttpConn, req: Request<Incoming>) -> Response<ResponseBody> {
+    let start = Instant::now();
+    let runtime = conn.shared.runtime.load_full();
+    let metrics = conn.shared.metrics.http(conn.chain.direction, authority(&req));
+    metrics.request();
+    let response = route(conn, &runtime, req).await;
+    metrics.response(response.status().as_u16(), start.elapsed());
+    response
+}
+
+/// The request's authority: the URI's (absolute-form, HTTP/2), else `Host`.
+fn authority(req: &Request<Incoming>) -> &str {
+    match req.uri().authority() {
+        Some(authority) => authority.as_str(),
+        None => req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or(""),
+    }
+}
+
+async fn route(conn: &HttpConn, runtime: &Runtime, req: Request<Incoming>) -> Response<ResponseBody> {
+    let ChainKindCtx::Http(routes) = &conn.chain.kind else {
+        return local_reply(StatusCode::INTERNAL_SERVER_ERROR, "not an HTTP chain");
+    };
+    let table: Option<&IndexedTable> = match routes {
+        RoutesCtx::Rds(name) => runtime.routes.get(name.as_str()).map(Arc::as_ref),
+        RoutesCtx::Inline(table) => Some(table),
+    };
+    let path = req.uri().path();
+    let view = RequestView {
+        method: req.method().as_str(),
+        authority: authority(&req),
+        path,
+        path_and_query: req.uri().path_and_query().map_or(path, |p| p.as_str()),
+        headers: req.headers(),
+    };
+    let Some(route) = table.and_then(|t| t.route(&view)) else {
+        return local_reply(StatusCode::NOT_FOUND, "");
+    };
+    match &route.action {
+        Action::Direct { status, body } => {
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            reply(status, body.clone())
+        }
+        Action::Forward(forward) => upstream::forward(runtime, forward, req).await,
+    }
+}
+
+/// A reply made by the proxy, with a plain-text body.
+pub(crate) fn local_reply(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
+    reply(status, Bytes::from_static(body.as_bytes()))
+}
+
+fn reply(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::local(Bytes::new()));
+    *response.status_mut() = status;
+    if !body.is_empty() {
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        *response.body_mut() = ResponseBody::local(body);
+    }
+    response
+}
+
+/// The reply when a circuit breaker is open.
+pub(crate) fn overloaded() -> Response<ResponseBody> {
+    let mut response = local_reply(StatusCode::SERVICE_UNAVAILABLE, "upstream overloaded");
+    response.headers_mut().insert("x-weft-overloaded", HeaderValue::from_static("true"));
+    response
+}

@@ -1,0 +1,76 @@
+//! One config generation as the data path uses it: the [`Config`] plus what
+//! is derived from it off the hot path (indexed route tables, cluster
+//! states). A request loads the current [`Runtime`] once, lock-free, and
+//! finishes on it even if a newer one is swapped in meanwhile.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+
+use super::cluster::ClusterState;
+use super::route::IndexedTable;
+use crate::config::{Config, Discovery};
+use crate::metrics::Metrics;
+
+/// A config generation with its derived state.
+#[derive(Debug, Default)]
+pub(crate) struct Runtime {
+    /// Clusters by name.
+    pub(crate) clusters: HashMap<String, Arc<ClusterState>>,
+    /// RDS route tables by name, indexed.
+    pub(crate) routes: HashMap<String, Arc<IndexedTable>>,
+}
+
+impl Runtime {
+    /// The generation for `config`, reusing what `self` (the previous one)
+    /// derived from unchanged resources.
+    pub(crate) fn next(&self, config: &Config) -> Runtime {
+        let clusters = config
+            .clusters
+            .iter()
+            .map(|(name, spec)| {
+                let endpoints = match &spec.discovery {
+                    Discovery::Static(endpoints) => Some(endpoints),
+                    Discovery::Eds => config.endpoints.get(name),
+                };
+                (name.clone(), ClusterState::build(spec, endpoints, self.clusters.get(name)))
+            })
+            .collect();
+        let routes = config
+            .routes
+            .iter()
+            .map(|(name, table)| {
+                let indexed = match self.routes.get(name) {
+                    Some(old) if Arc::ptr_eq(&old.table, table) => Arc::clone(old),
+                    _ => Arc::new(IndexedTable::new(Arc::clone(table))),
+                };
+                (name.clone(), indexed)
+            })
+            .collect();
+        Runtime { clusters, routes }
+    }
+}
+
+/// What every listener and connection shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// The current generation.
+    pub(crate) runtime: ArcSwap<Runtime>,
+    /// Metrics.
+    pub(crate) metrics: Arc<Metrics>,
+    /// The HTTP server settings (HTTP/1.1 and h2c, detected per connection).
+    pub(crate) http: auto::Builder<TokioExecutor>,
+}
+
+impl Shared {
+    /// Shared state with an empty config.
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Shared {
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1().timer(TokioTimer::new()).keep_alive(true);
+        http.http2().timer(TokioTimer::new());
+        Shared { runtime: ArcSwap::from_pointee(Runtime::default()), metrics, http }
+    }
+}

@@ -1,0 +1,297 @@
+//! `weft up`, the README's first command, end to end: the real `weft` binary runs the
+//! payments example (control plane, demo apps, a proxy per workload, traffic through
+//! the frontend) and its final summary must show a healthy canary: every workload
+//! busy, every request answered 200, payment-v2 near its 5 % weight. Afterwards nothing
+//! it started may be left: no proxy process, no listener on the example's addresses.
+//!
+//! The example's pods have fixed addresses (127.0.10.1 to .4, which no test subnet
+//! uses), so these tests take a file lock and run one at a time, in whatever process
+//! the test runner puts them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use weft_integration::{envoy_bin, patience, target_dir, weft_bin};
+
+const WORKLOADS: [&str; 4] = ["fraud-detect", "frontend", "payment-v1", "payment-v2"];
+
+/// Every address the example's workloads listen on: proxy ports and the app's.
+fn example_addrs() -> Vec<SocketAddr> {
+    (1..=4)
+        .flat_map(|host| [4140, 4143, 4191, 8080].map(|port| SocketAddr::from(([127, 0, 10, host], port))))
+        .collect()
+}
+
+/// A running `weft up examples/payments`, killed (SIGTERM, then SIGKILL) if the test ends early.
+struct Up {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    stderr: Option<JoinHandle<String>>,
+    _lock: File,
+}
+
+impl Up {
+    /// Starts `weft up` on the payments example with `--proxy proxy`, control plane on free ports.
+    fn start(proxy: &str, extra: &[&str]) -> Up {
+        Up::start_in(&weft_integration::mesh::examples_dir().join("payments"), proxy, extra)
+    }
+
+    /// [`Up::start`] on a manifest directory with the payments example's addresses.
+    fn start_in(dir: &Path, proxy: &str, extra: &[&str]) -> Up {
+        let lock = File::create(target_dir().join("weft-up-payments.lock")).unwrap();
+        lock.lock().unwrap();
+        for addr in example_addrs() {
+            assert!(is_free(addr), "{addr} is taken before the test starts");
+        }
+        let mut cmd = Command::new(weft_bin().unwrap());
+        cmd.arg("up")
+            .arg(dir)
+            .args(["--proxy", proxy, "--xds-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if proxy != "weft" {
+            cmd.env("ENVOY_BIN", envoy_bin().unwrap());
+        }
+        let mut child = cmd.spawn().unwrap();
+        let (tx, stdout) = mpsc::channel();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut err = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        Up { child, stdout, seen: Vec::new(), stderr: Some(stderr), _lock: lock }
+    }
+
+    /// Reads output until a line satisfies `pred`.
+    fn wait_for_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + patience();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = pred(&line);
+                    self.seen.push(line);
+                    if hit {
+                        return;
+                    }
+                }
+                Err(_) => {
+                    panic!("no {what} within {:?}; output so far:\n{}", patience(), self.seen.join("\n"))
+                }
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok =
+            Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(ok.success(), "kill -{sig} failed");
+    }
+
+    /// Waits for exit (bounded); returns the status, all of stdout and stderr.
+    fn finish(mut self, within: Duration) -> (ExitStatus, String, String) {
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weft up still running after {within:?}:\n{}",
+                self.seen.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        while let Ok(line) = self.stdout.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        let stderr = self.stderr.take().unwrap().join().unwrap();
+        (status, self.seen.join("\n"), stderr)
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // SIGTERM lets weft up stop its proxies; SIGKILL would orphan them.
+            let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn is_free(addr: SocketAddr) -> bool {
+    matches!(
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1)),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// The final summary: per workload its req/s and success column, and payment-v2's share.
+#[derive(Debug)]
+struct Final {
+    rows: BTreeMap<String, (f64, String)>,
+    v2_share: f64,
+    block: String,
+}
+
+fn parse_final(stdout: &str) -> Final {
+    let block = stdout
+        .rsplit_once("=== final summary ===")
+        .unwrap_or_else(|| panic!("no final summary in:\n{stdout}"))
+        .1
+        .to_owned();
+    let mut rows = BTreeMap::new();
+    let mut v2_share = None;
+    let mut in_split = false;
+    for line in block.lines() {
+        let tokens: Vec<&str> = line.split_whitespace().collect();
+        if line.starts_with("  split payment-split") {
+            in_split = true;
+        } else if in_split && line.starts_with("    payment-v2") {
+            v2_share = tokens.get(1).and_then(|t| t.parse::<f64>().ok());
+        } else if line.starts_with("  ") && tokens.len() >= 4 && WORKLOADS.contains(&tokens[0]) && !in_split {
+            let rps = tokens[2].parse::<f64>().unwrap_or_else(|_| panic!("req/s in {line:?}"));
+            let success =
+                if tokens[3] == "-" { "-".to_owned() } else { format!("{} {}", tokens[3], tokens[4]) };
+            rows.insert(tokens[0].to_owned(), (rps, success));
+        }
+    }
+    let v2_share = v2_share.unwrap_or_else(|| panic!("no payment-v2 share in:\n{block}"));
+    Final { rows, v2_share, block }
+}
+
+/// The pids `weft up` announced for its proxies (`... envoy pid 1234, log ...`).
+fn proxy_pids(stdout: &str) -> Vec<u32> {
+    stdout
+        .split(" pid ")
+        .skip(1)
+        .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .collect()
+}
+
+/// Nothing `weft up` started survives it.
+fn assert_nothing_left(stdout: &str) {
+    let pids = proxy_pids(stdout);
+    assert_eq!(pids.len(), 4, "one proxy per workload:\n{stdout}");
+    for pid in pids {
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "proxy pid {pid} survived weft up");
+    }
+    for addr in example_addrs() {
+        assert!(is_free(addr), "something still listens on {addr} after weft up exited");
+    }
+}
+
+/// Runs the canary for 6 s with `proxy` and checks the summary and the cleanup.
+fn canary_runs_healthy_and_leaves_nothing(proxy: &str) {
+    let up = Up::start(proxy, &["--duration", "6"]);
+    let (status, stdout, stderr) = up.finish(patience() + Duration::from_secs(30));
+    assert!(status.success(), "weft up --proxy {proxy} failed ({status}):\n{stdout}\n{stderr}");
+    let summary = parse_final(&stdout);
+    for w in WORKLOADS {
+        let (rps, success) =
+            summary.rows.get(w).unwrap_or_else(|| panic!("no row for {w}:\n{}", summary.block));
+        assert!(*rps > 0.0, "{w} handled nothing:\n{}", summary.block);
+        assert_eq!(success, "100.0 %", "{w}'s success rate:\n{}", summary.block);
+    }
+    assert!(
+        (1.0..=12.0).contains(&summary.v2_share),
+        "payment-v2 got {} %:\n{}",
+        summary.v2_share,
+        summary.block
+    );
+    assert!(summary.block.contains("4 proxies connected"), "{}", summary.block);
+    assert!(summary.block.contains(", 0 failed"), "{}", summary.block);
+    assert_nothing_left(&stdout);
+}
+
+#[test]
+fn up_with_envoy_runs_the_payments_canary_and_leaves_nothing_behind() {
+    canary_runs_healthy_and_leaves_nothing("envoy");
+}
+
+#[test]
+fn up_with_weft_proxy_runs_the_payments_canary_and_leaves_nothing_behind() {
+    canary_runs_healthy_and_leaves_nothing("weft");
+}
+
+#[test]
+fn up_with_mixed_proxies_runs_the_payments_canary_and_leaves_nothing_behind() {
+    canary_runs_healthy_and_leaves_nothing("mixed");
+}
+
+#[test]
+fn ctrl_c_stops_traffic_prints_the_summary_and_every_proxy() {
+    // --duration only as a safety net: should this test process be killed, weft up still ends.
+    let mut up = Up::start("envoy", &["--duration", "120"]);
+    // Two live blocks: traffic flows.
+    up.wait_for_line("live view", |l| l.starts_with("weft up · 2 s"));
+    up.signal("INT");
+    let (status, stdout, stderr) = up.finish(patience());
+    assert!(status.success(), "weft up exited {status} on Ctrl-C:\n{stdout}\n{stderr}");
+    let summary = parse_final(&stdout);
+    assert!(summary.rows.values().all(|(rps, _)| *rps > 0.0), "{}", summary.block);
+    assert_nothing_left(&stdout);
+}
+
+#[test]
+fn editing_the_split_file_moves_the_share_in_the_live_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = weft_integration::mesh::examples_dir().join("payments");
+    for entry in std::fs::read_dir(&example).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let mut up = Up::start_in(dir.path(), "envoy", &["--duration", "120"]);
+    up.wait_for_line("live view", |l| l.starts_with("weft up · 1 s"));
+    // All of payment-svc to v2, written the way an editor saves (temporary file, rename).
+    let split = std::fs::read_to_string(dir.path().join("split.yaml")).unwrap();
+    let split = split.replace("weight: 950m", "weight: 0").replace("weight: 50m", "weight: 1");
+    std::fs::write(dir.path().join(".split.yaml.tmp"), split).unwrap();
+    std::fs::rename(dir.path().join(".split.yaml.tmp"), dir.path().join("split.yaml")).unwrap();
+    // payment-v2's line: service, last 10 s, last 1 s, weight.
+    up.wait_for_line("payment-v2 at 100 % over the last second", |l| {
+        let t: Vec<&str> = l.split_whitespace().collect();
+        l.starts_with("    payment-v2") && t.get(3) == Some(&"100.0") && t.get(5) == Some(&"100.0")
+    });
+    up.signal("TERM");
+    let (status, stdout, stderr) = up.finish(patience());
+    assert!(status.success(), "weft up exited {status}:\n{stdout}\n{stderr}");
+    let summary = parse_final(&stdout);
+    assert!(summary.block.contains(", 0 failed"), "the switch cost requests:\n{}", summary.block);
+    assert_nothing_left(&stdout);
+}
+
+#[test]
+fn summary_parsing_reads_rows_and_the_v2_share() {
+    let out = "  frontend envoy pid 11, log x\n=== final summary ===\nweft up · 6 s · snapshot v1 · 4 proxies connected\n  workload      proxy    req/s   success        p99\n  frontend      envoy     50.0   100.0 %    5.64 ms\n  payment-v2    weft       0.0         -          -\n  split payment-split    last 6s    last 1s     weight\n    payment-v1            95.2 %     96.0 %     95.0 %\n    payment-v2             4.8 %      4.0 %      5.0 %\n";
+    let f = parse_final(out);
+    assert_eq!(f.rows["frontend"], (50.0, "100.0 %".to_owned()));
+    assert_eq!(f.rows["payment-v2"], (0.0, "-".to_owned()));
+    assert_eq!(f.v2_share, 4.8);
+    assert_eq!(proxy_pids(out), [11]);
+}
