@@ -254,7 +254,13 @@ fn ctrl_c_stops_traffic_prints_the_summary_and_every_proxy() {
     let (status, stdout, stderr) = up.finish(patience());
     assert!(status.success(), "weft up exited {status} on Ctrl-C:\n{stdout}\n{stderr}");
     let summary = parse_final(&stdout);
-    assert!(summary.rows.values().all(|(rps, _)| *rps > 0.0), "{}", summary.block);
+    // payment-v2 takes 5 % of a couple of seconds of traffic, and may well have had none.
+    let busy = summary.rows.iter().filter(|(w, _)| w.as_str() != "payment-v2");
+    assert!(
+        busy.clone().count() == 3 && busy.into_iter().all(|(_, (rps, _))| *rps > 0.0),
+        "{}",
+        summary.block
+    );
     assert_nothing_left(&stdout);
 }
 
