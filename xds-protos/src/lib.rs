@@ -1,5 +1,6 @@
 //! Protobuf types for weft: Envoy's v3 xDS API (re-exported from `envoy-types`)
-//! and weft's own identity and tap services. No logic lives here.
+//! and weft's own identity and tap services, plus [`json`], which renders
+//! Envoy resources as JSON for config dumps. Nothing else lives here.
 
 #![forbid(unsafe_code)]
 

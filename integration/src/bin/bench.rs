@@ -1,6 +1,6 @@
 //! `bench`: weft's benchmarks, figures side by side in one run.
 //!
-//! `cargo run --release -p weft-integration --bin bench -- dataplane` measures,
+//! `cargo build --release --bins && target/release/bench dataplane` measures,
 //! on loopback, client -> client-side proxy -> server-side proxy -> server with
 //! 1 KiB responses, open-loop at a constant rate with latency correction
 //! (latency counts from when a request was due, not when it was sent):
