@@ -614,34 +614,33 @@ async fn route_timeout_answers_504_at_its_configured_value(
 
 // ---------------------------------------------------------------- Envoy only
 
+/// Prints a bootstrap with `weft envoy-bootstrap ARGS` and has Envoy validate it.
+fn envoy_validates_bootstrap(args: &[&str]) -> anyhow::Result<()> {
+    let out = std::process::Command::new(weft_integration::weft_bin()?)
+        .arg("envoy-bootstrap")
+        .args(args)
+        .args(["--pod-ip", "127.0.10.1"])
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let file = tempfile::Builder::new().suffix(".yaml").tempfile()?;
+    std::fs::write(file.path(), &out.stdout)?;
+    let check = std::process::Command::new(weft_integration::envoy_bin()?)
+        .args(["--mode", "validate", "-c"])
+        .arg(file.path())
+        .output()?;
+    assert!(
+        check.status.success(),
+        "envoy --mode validate refused the bootstrap of {args:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn envoy_accepts_the_bootstrap_weft_prints() -> anyhow::Result<()> {
     for flavour in ["--delta", "--sotw"] {
-        let out = std::process::Command::new(weft_integration::weft_bin()?)
-            .args([
-                "envoy-bootstrap",
-                "--node-id",
-                "web",
-                "--namespace",
-                "shop",
-                "--pod-ip",
-                "127.0.10.1",
-                flavour,
-            ])
-            .output()?;
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let file = tempfile::Builder::new().suffix(".yaml").tempfile()?;
-        std::fs::write(file.path(), &out.stdout)?;
-        let check = std::process::Command::new(weft_integration::envoy_bin()?)
-            .args(["--mode", "validate", "-c"])
-            .arg(file.path())
-            .output()?;
-        assert!(
-            check.status.success(),
-            "envoy --mode validate refused the {flavour} bootstrap: {}{}",
-            String::from_utf8_lossy(&check.stdout),
-            String::from_utf8_lossy(&check.stderr)
-        );
+        envoy_validates_bootstrap(&["--node-id", "web", "--namespace", "shop", flavour])?;
     }
     Ok(())
 }
@@ -650,22 +649,7 @@ async fn envoy_accepts_the_bootstrap_weft_prints() -> anyhow::Result<()> {
 async fn envoy_accepts_a_bootstrap_whose_names_yaml_would_read_as_booleans() -> anyhow::Result<()> {
     // YAML 1.1, which Envoy reads, takes unquoted `n`, `yes`, `on`... as booleans.
     for word in ["n", "yes", "on", "off"] {
-        let out = std::process::Command::new(weft_integration::weft_bin()?)
-            .args(["envoy-bootstrap", "--node-id", word, "--namespace", word, "--pod-ip", "127.0.10.1"])
-            .output()?;
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let file = tempfile::Builder::new().suffix(".yaml").tempfile()?;
-        std::fs::write(file.path(), &out.stdout)?;
-        let check = std::process::Command::new(weft_integration::envoy_bin()?)
-            .args(["--mode", "validate", "-c"])
-            .arg(file.path())
-            .output()?;
-        assert!(
-            check.status.success(),
-            "envoy refused the bootstrap for node id and namespace {word:?}:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&check.stderr)
-        );
+        envoy_validates_bootstrap(&["--node-id", word, "--namespace", word])?;
     }
     Ok(())
 }
