@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod bootstrap;
 pub mod cache;
+pub mod identity;
 pub mod metrics;
 pub mod model;
 pub mod server;

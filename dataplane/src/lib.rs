@@ -13,4 +13,5 @@ pub use weft_xds_protos as protos;
 pub mod admin;
 pub mod metrics;
 pub mod proxy;
+pub mod tls;
 pub mod xds;

@@ -1,0 +1,139 @@
+//! rustls configs for mesh traffic, built from [`Credentials`].
+//!
+//! Both sides trust exactly the credentials' trust bundle. The server demands
+//! a client certificate; the client checks that the server's certificate
+//! chains to the bundle and carries the SPIFFE ID the caller expects (from
+//! EDS). The TLS server name (SNI) plays no part in identity.
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
+
+use super::{Credentials, SpiffeId, TlsError};
+
+/// ALPN protocols offered and accepted, in order of preference.
+pub const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// The ring crypto provider every weft TLS config uses.
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A server config that presents `creds` and requires a client certificate
+/// chaining to `creds`' trust bundle. Authorization of the client's identity
+/// is left to the caller ([`peer_identity`]).
+pub fn server_config(creds: &Credentials) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = crypto_provider();
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(root_store(creds)?, provider.clone()).build()?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(creds.chain().to_vec(), creds.private_key())?;
+    config.alpn_protocols = alpn();
+    Ok(Arc::new(config))
+}
+
+/// A client config that presents `creds` and accepts only a server whose
+/// certificate chains to `creds`' trust bundle and names `expected`.
+pub fn client_config(creds: &Credentials, expected: SpiffeId) -> Result<Arc<ClientConfig>, TlsError> {
+    let provider = crypto_provider();
+    let verifier = SpiffeServerVerifier {
+        roots: root_store(creds)?,
+        expected,
+        algorithms: provider.signature_verification_algorithms,
+    };
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous() // The custom verifier still verifies the chain; only the name check differs.
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_auth_cert(creds.chain().to_vec(), creds.private_key())?;
+    config.alpn_protocols = alpn();
+    Ok(Arc::new(config))
+}
+
+/// The SPIFFE ID of a connection's peer, from its end-entity certificate
+/// (`peer_certificates()` of a rustls connection).
+pub fn peer_identity(peer_certificates: Option<&[CertificateDer<'_>]>) -> Result<SpiffeId, TlsError> {
+    let leaf = peer_certificates.and_then(<[_]>::first).ok_or(TlsError::NoPeerCertificate)?;
+    SpiffeId::from_certificate(leaf)
+}
+
+fn alpn() -> Vec<Vec<u8>> {
+    ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect()
+}
+
+fn root_store(creds: &Credentials) -> Result<Arc<RootCertStore>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for root in creds.trust_bundle() {
+        roots.add(root.clone())?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// Verifies a server's chain against the trust bundle, then its SPIFFE ID.
+#[derive(Debug)]
+struct SpiffeServerVerifier {
+    roots: Arc<RootCertStore>,
+    expected: SpiffeId,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for SpiffeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.algorithms.all,
+        )?;
+        let reject =
+            |e: TlsError| rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))));
+        let presented = SpiffeId::from_certificate(end_entity).map_err(reject)?;
+        if presented != self.expected {
+            return Err(reject(TlsError::UnexpectedPeer {
+                expected: Box::new(self.expected.clone()),
+                presented: Box::new(presented),
+            }));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
