@@ -1,12 +1,14 @@
 //! Protobuf types for weft: Envoy's v3 xDS API (re-exported from `envoy-types`)
 //! and weft's own identity and tap services, plus [`json`], which renders
-//! Envoy resources as JSON for config dumps. Nothing else lives here.
+//! Envoy resources as JSON for config dumps, and [`spiffe`], the workload
+//! identity both the identity service and the proxies speak of.
 
 #![forbid(unsafe_code)]
 
 pub use envoy_types::pb::{envoy, google, xds};
 
 pub mod json;
+pub mod spiffe;
 
 /// Envoy's v3 type URLs for the resources weft serves.
 pub mod type_url {

@@ -17,7 +17,7 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 
-use super::spiffe::{SpiffeId, SpiffeIdError, validate_trust_domain};
+use weft_xds_protos::spiffe::{SpiffeId, SpiffeIdError, validate_trust_domain};
 
 /// File name of the root certificate (PEM) inside the CA directory.
 pub const ROOT_CERT_FILE: &str = "root-cert.pem";

@@ -9,13 +9,12 @@
 
 pub mod ca;
 pub mod service;
-pub mod spiffe;
 pub mod token;
 
 pub use ca::{CaConfig, CaError, CertificateAuthority, Issued};
 pub use service::IdentityService;
-pub use spiffe::{SpiffeId, SpiffeIdError};
 pub use token::{AuthError, Authenticator, LocalTokens};
+pub use weft_xds_protos::spiffe::{SpiffeId, SpiffeIdError};
 
 /// Any identity failure, for callers (such as startup) that handle them alike.
 #[derive(Debug, thiserror::Error)]

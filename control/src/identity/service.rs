@@ -14,8 +14,8 @@ use weft_xds_protos::google::protobuf::Timestamp;
 use weft_xds_protos::identity::identity_server::{Identity, IdentityServer};
 use weft_xds_protos::identity::{CertifyRequest, CertifyResponse};
 
+use super::SpiffeId;
 use super::ca::{CaError, CertificateAuthority, Issued};
-use super::spiffe::SpiffeId;
 use super::token::{AuthError, Authenticator};
 
 /// Serves `Certify` from a CA, authenticating callers with `A`.

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{PoisonError, RwLock};
 
-use super::spiffe::SpiffeId;
+use super::SpiffeId;
 
 /// Why a caller was not authenticated as the identity it claimed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -9,6 +9,8 @@ use weft_xds_protos::envoy::config::endpoint::v3::{
 };
 use weft_xds_protos::google::protobuf::{Struct, Value, value};
 
+use weft_xds_protos::spiffe::SpiffeId;
+
 use super::INBOUND_PORT;
 use crate::model::{MeshState, Protocol, Service, ServicePort, resolve_endpoints};
 
@@ -56,11 +58,14 @@ pub(crate) fn load_assignment(
         if !seen.insert((ep.ip, dial_port)) {
             continue;
         }
-        let metadata = ep.service_account.as_ref().filter(|_| via_proxy).map(|sa| {
-            let identity = format!(
-                "spiffe://{TRUST_DOMAIN}/ns/{}/sa/{sa}",
-                ep.pod.as_ref().map_or(svc.key.namespace.as_str(), |p| p.namespace.as_str())
-            );
+        let namespace = ep.pod.as_ref().map_or(svc.key.namespace.as_str(), |p| p.namespace.as_str());
+        let identity = ep
+            .service_account
+            .as_ref()
+            .filter(|_| via_proxy)
+            .and_then(|sa| SpiffeId::new(TRUST_DOMAIN, namespace, sa.as_str()).ok());
+        let metadata = identity.map(|identity| {
+            let identity = identity.to_string();
             let mut fields = std::collections::BTreeMap::new();
             fields.insert("identity".to_string(), Value { kind: Some(value::Kind::StringValue(identity)) });
             let mut md = Metadata::default();

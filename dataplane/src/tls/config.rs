@@ -16,7 +16,7 @@ use rustls::{
     SignatureScheme,
 };
 
-use super::{Credentials, SpiffeId, TlsError};
+use super::{Credentials, SpiffeId, TlsError, spiffe_id_of};
 
 /// ALPN protocols offered and accepted, in order of preference.
 pub const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -63,7 +63,7 @@ pub fn client_config(creds: &Credentials, expected: SpiffeId) -> Result<Arc<Clie
 /// (`peer_certificates()` of a rustls connection).
 pub fn peer_identity(peer_certificates: Option<&[CertificateDer<'_>]>) -> Result<SpiffeId, TlsError> {
     let leaf = peer_certificates.and_then(<[_]>::first).ok_or(TlsError::NoPeerCertificate)?;
-    SpiffeId::from_certificate(leaf)
+    spiffe_id_of(leaf)
 }
 
 fn alpn() -> Vec<Vec<u8>> {
@@ -105,7 +105,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         )?;
         let reject =
             |e: TlsError| rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))));
-        let presented = SpiffeId::from_certificate(end_entity).map_err(reject)?;
+        let presented = spiffe_id_of(end_entity).map_err(reject)?;
         if presented != self.expected {
             return Err(reject(TlsError::UnexpectedPeer {
                 expected: Box::new(self.expected.clone()),

@@ -19,7 +19,7 @@ use tonic::transport::Channel;
 use weft_xds_protos::identity::CertifyRequest;
 use weft_xds_protos::identity::identity_client::IdentityClient;
 
-use super::{SpiffeId, TlsError};
+use super::{SpiffeId, TlsError, spiffe_id_of};
 
 /// Renew when this share of the leaf's lifetime has passed (numerator / 10).
 const RENEW_AT_TENTHS: u32 = 7;
@@ -52,7 +52,7 @@ impl Credentials {
         if trust_bundle.is_empty() {
             return Err(TlsError::InvalidCredentials("empty trust bundle".into()));
         }
-        let presented = SpiffeId::from_certificate(leaf)?;
+        let presented = spiffe_id_of(leaf)?;
         if presented != identity {
             return Err(TlsError::InvalidCredentials(format!("leaf is for {presented}, not {identity}")));
         }

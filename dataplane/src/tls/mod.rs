@@ -1,7 +1,7 @@
 //! Workload identity and mutual TLS for weft-proxy.
 //!
-//! - [`spiffe`]: the SPIFFE ID `spiffe://<trust-domain>/ns/<ns>/sa/<sa>` and
-//!   reading it from a certificate's URI SAN.
+//! - [`spiffe`]: reading the SPIFFE ID `spiffe://<trust-domain>/ns/<ns>/sa/<sa>`
+//!   from a certificate's URI SAN.
 //! - [`identity`]: the workload's [`Credentials`]: a key made in-process, a
 //!   certificate obtained from weft's identity service with a CSR, renewed at
 //!   70 % of its life and published whole through a `watch` channel.
@@ -16,19 +16,14 @@ pub mod spiffe;
 
 pub use config::{client_config, peer_identity, server_config};
 pub use identity::{Certifier, Credentials, TokenSource, renewal_time};
-pub use spiffe::SpiffeId;
+pub use spiffe::{SpiffeId, spiffe_id_of};
 
 /// Errors of the TLS and identity module.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A string is not a weft SPIFFE ID (`spiffe://<td>/ns/<ns>/sa/<sa>`).
-    #[error("invalid SPIFFE ID {id:?}: {reason}")]
-    InvalidSpiffeId {
-        /// The string that failed to parse.
-        id: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
+    #[error("invalid SPIFFE ID: {0}")]
+    InvalidSpiffeId(#[from] weft_xds_protos::spiffe::SpiffeIdError),
     /// A certificate could not be parsed as X.509 DER.
     #[error("malformed certificate: {0}")]
     MalformedCertificate(String),

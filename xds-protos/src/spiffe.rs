@@ -28,7 +28,7 @@ pub enum SpiffeIdError {
 /// A workload identity: `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`.
 ///
 /// Only valid IDs can be built, so holding one means it is safe to put in a certificate.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SpiffeId {
     trust_domain: String,
     namespace: String,
@@ -104,6 +104,13 @@ impl fmt::Display for SpiffeId {
     }
 }
 
+impl fmt::Debug for SpiffeId {
+    // The URI reads better in logs and errors than the three fields.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SpiffeId({self})")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -117,6 +124,7 @@ mod tests {
         assert_eq!(id.namespace(), "shop");
         assert_eq!(id.service_account(), "cart");
         assert_eq!(id.to_string(), "spiffe://cluster.local/ns/shop/sa/cart");
+        assert_eq!(SpiffeId::new("cluster.local", "shop", "cart").unwrap(), id);
     }
 
     #[test]
@@ -127,6 +135,8 @@ mod tests {
             ("spiffe://cluster.local", |e| matches!(e, SpiffeIdError::Path(_))),
             ("spiffe://cluster.local/ns/a/sa/b/extra", |e| matches!(e, SpiffeIdError::Path(_))),
             ("spiffe://cluster.local/sa/b/ns/a", |e| matches!(e, SpiffeIdError::Path(_))),
+            ("spiffe://cluster.local/namespace/a/sa/b", |e| matches!(e, SpiffeIdError::Path(_))),
+            ("spiffe://cluster.local/ns/a", |e| matches!(e, SpiffeIdError::Path(_))),
             ("spiffe://Cluster.Local/ns/a/sa/b", |e| matches!(e, SpiffeIdError::TrustDomain(_))),
             ("spiffe:///ns/a/sa/b", |e| matches!(e, SpiffeIdError::TrustDomain(_))),
             ("spiffe://td/ns//sa/b", |e| matches!(e, SpiffeIdError::Segment { kind: "namespace", .. })),
