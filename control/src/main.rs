@@ -122,6 +122,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                     xds_addr,
                     admin_addr,
                     reload_interval: Duration::from_millis(reload_interval_ms),
+                    mesh: weft_control::translate::MeshOptions::plaintext(),
+                    identity: None,
                 };
                 let running = weft_control::server::start(config).await?;
                 tracing::info!(xds = %running.xds_addr, admin = %running.admin_addr, "weft control plane serving");

@@ -15,6 +15,7 @@ use crate::admin::{self, AdminState};
 use crate::cache::Snapshot;
 use crate::metrics::Metrics;
 use crate::source::{ApplyHandle, LoadReport, ManifestDir, ManifestError};
+use crate::translate::MeshOptions;
 use crate::xds::{self, Registry, XdsContext};
 
 /// How `weft control` runs.
@@ -28,6 +29,20 @@ pub struct ControlConfig {
     pub admin_addr: SocketAddr,
     /// How often the manifest directory is re-read.
     pub reload_interval: Duration,
+    /// Mesh-wide translation options (mTLS, authorization mode, trust domain).
+    pub mesh: MeshOptions,
+    /// The CA and workload certificates; `None` serves xDS in plaintext with no identity
+    /// service (`--insecure-plaintext`, for debugging).
+    pub identity: Option<IdentityConfig>,
+}
+
+/// Where the CA lives and what it issues.
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    /// The CA directory (root certificate and key, token key, optional intermediate).
+    pub ca_dir: PathBuf,
+    /// Lifetime of workload certificates.
+    pub cert_lifetime: Duration,
 }
 
 /// Why the control plane could not start.
@@ -81,6 +96,7 @@ struct Publisher {
     version: u64,
     snapshots: watch::Sender<Arc<Snapshot>>,
     metrics: Arc<Metrics>,
+    options: Arc<MeshOptions>,
 }
 
 impl Publisher {
@@ -90,7 +106,7 @@ impl Publisher {
         }
         self.metrics.invalid_objects.set(i64::try_from(report.errors.len()).unwrap_or(i64::MAX));
         let version = self.version + 1;
-        match Snapshot::build(version, Arc::new(report.state.clone())) {
+        match Snapshot::build(version, Arc::new(report.state.clone()), self.options.clone()) {
             Ok(snapshot) => {
                 self.version = version;
                 self.metrics.snapshot_version.set(i64::try_from(version).unwrap_or(i64::MAX));
@@ -139,7 +155,12 @@ pub async fn start(config: ControlConfig) -> Result<RunningControl, ServerError>
     }
     let metrics = Arc::new(Metrics::new());
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::empty()));
-    let mut publisher = Publisher { version: 0, snapshots: snap_tx, metrics: metrics.clone() };
+    let mut publisher = Publisher {
+        version: 0,
+        snapshots: snap_tx,
+        metrics: metrics.clone(),
+        options: Arc::new(config.mesh.clone()),
+    };
     // The first load happens before anything is served, so no proxy sees an empty mesh.
     let mut dir = ManifestDir::new(config.manifests.clone());
     let first = dir.load();

@@ -23,6 +23,8 @@ async fn control(manifests: &Path) -> RunningControl {
         xds_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         reload_interval: Duration::from_millis(50),
+        mesh: weft_control::translate::MeshOptions::plaintext(),
+        identity: None,
     })
     .await
     .unwrap()

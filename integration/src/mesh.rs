@@ -148,6 +148,8 @@ impl LocalMesh {
                     xds_addr: self.xds_addr,
                     admin_addr: self.admin_addr,
                     reload_interval: RELOAD_INTERVAL,
+                    mesh: weft_control::translate::MeshOptions::plaintext(),
+                    identity: None,
                 };
                 let control = weft_control::server::start(config).await?;
                 // Port 0 the first time: later restarts reuse what was bound.

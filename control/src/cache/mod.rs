@@ -13,7 +13,7 @@ use weft_xds_protos::google::protobuf::Any;
 use weft_xds_protos::type_url;
 
 use crate::model::MeshState;
-use crate::translate::{self, ConsistencyError, MeshResources, ProxyNode, SplitTable};
+use crate::translate::{self, ConsistencyError, MeshOptions, MeshResources, ProxyNode, SplitTable};
 
 /// The resource types weft serves, in make-before-break order: secrets, then
 /// clusters and endpoints, before the listeners and routes that use them.
@@ -91,12 +91,18 @@ pub struct Snapshot {
     pub routes: BTreeMap<String, Arc<Encoded>>,
     /// TrafficSplit decisions and statuses.
     pub splits: SplitTable,
+    /// The mesh-wide options it was translated with.
+    pub options: Arc<MeshOptions>,
 }
 
 impl Snapshot {
     /// Translates and encodes a mesh state; refuses an inconsistent result.
-    pub fn build(version: u64, state: Arc<MeshState>) -> Result<Self, ConsistencyError> {
-        let mesh: MeshResources = translate::translate_mesh(&state);
+    pub fn build(
+        version: u64,
+        state: Arc<MeshState>,
+        options: Arc<MeshOptions>,
+    ) -> Result<Self, ConsistencyError> {
+        let mesh: MeshResources = translate::translate_mesh(&state, &options);
         translate::check_consistency(&mesh)?;
         let clusters = encode_all(&mesh.clusters);
         let endpoints = encode_all(&mesh.endpoints);
@@ -113,6 +119,7 @@ impl Snapshot {
             endpoints,
             routes,
             splits: mesh.splits,
+            options,
         })
     }
 
@@ -126,13 +133,14 @@ impl Snapshot {
             endpoints: TypeResources::new(),
             routes: BTreeMap::new(),
             splits: SplitTable::default(),
+            options: Arc::default(),
         }
     }
 
     /// Everything one proxy should have: the shared resources plus its own
     /// listeners and inbound clusters.
     pub fn for_proxy(&self, node: &ProxyNode) -> ProxyView {
-        let own = translate::translate_proxy(&self.state, &self.splits, node);
+        let own = translate::translate_proxy(&self.state, &self.splits, node, &self.options);
         let mut clusters = self.clusters.clone();
         for c in &own.clusters {
             clusters.insert(c.name.clone(), Encoded::new(c.name.clone(), c));

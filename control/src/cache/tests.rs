@@ -37,7 +37,8 @@ fn shared_resources_are_encoded_once_and_listeners_are_per_proxy() {
             }],
         },
     );
-    let snap = Snapshot::build(1, Arc::new(state)).unwrap();
+    let snap =
+        Snapshot::build(1, Arc::new(state), Arc::new(crate::translate::MeshOptions::plaintext())).unwrap();
     let a = snap.for_proxy(&node("a", "127.0.1.1"));
     let b = snap.for_proxy(&node("b", "127.0.1.2"));
     let cluster = "outbound|80||web.default.svc.cluster.local";

@@ -46,6 +46,54 @@ pub struct ProxyNode {
     pub transparent: bool,
 }
 
+/// How TrafficTargets are enforced (DESIGN.md, Authorization).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthzMode {
+    /// A destination no TrafficTarget names accepts any meshed client; once one names it,
+    /// only its sources (and rules) are allowed.
+    #[default]
+    Permissive,
+    /// SMI's literal rule: deny unless a TrafficTarget allows.
+    Strict,
+}
+
+impl std::str::FromStr for AuthzMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "permissive" => Ok(AuthzMode::Permissive),
+            "strict" => Ok(AuthzMode::Strict),
+            other => Err(format!("unknown authorization mode {other:?} (expected permissive or strict)")),
+        }
+    }
+}
+
+/// Mesh-wide translation options.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct MeshOptions {
+    /// Meshed hops use mTLS (SDS secrets `default`/`ROOTCA`, SNI-matched inbound chains).
+    pub mtls: bool,
+    /// How TrafficTargets are enforced.
+    pub authz: AuthzMode,
+    /// The SPIFFE trust domain of workload identities.
+    pub trust_domain: String,
+}
+
+impl Default for MeshOptions {
+    fn default() -> Self {
+        MeshOptions { mtls: true, authz: AuthzMode::Permissive, trust_domain: "cluster.local".to_owned() }
+    }
+}
+
+impl MeshOptions {
+    /// Plaintext everywhere (debugging only: `--insecure-plaintext`).
+    pub fn plaintext() -> Self {
+        MeshOptions { mtls: false, ..MeshOptions::default() }
+    }
+}
+
 /// The resources every proxy shares, built once per mesh state.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MeshResources {
@@ -69,7 +117,7 @@ pub struct ProxyResources {
 }
 
 /// Builds the shared resources for a mesh state.
-pub fn translate_mesh(state: &MeshState) -> MeshResources {
+pub fn translate_mesh(state: &MeshState, _opts: &MeshOptions) -> MeshResources {
     let splits = SplitTable::build(state);
     let mut clusters = BTreeMap::new();
     let mut endpoints = BTreeMap::new();
@@ -93,7 +141,12 @@ pub fn translate_mesh(state: &MeshState) -> MeshResources {
 }
 
 /// Builds the resources that belong to one proxy.
-pub fn translate_proxy(state: &MeshState, splits: &SplitTable, node: &ProxyNode) -> ProxyResources {
+pub fn translate_proxy(
+    state: &MeshState,
+    splits: &SplitTable,
+    node: &ProxyNode,
+    _opts: &MeshOptions,
+) -> ProxyResources {
     let inbound = listener::inbound_services(state, node);
     let clusters =
         inbound.target_ports().into_iter().map(|port| cluster::inbound(node.pod_ip, port)).collect();

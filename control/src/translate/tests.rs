@@ -197,7 +197,7 @@ fn split_weights_follow_backends_that_can_take_traffic() {
         if let Some(pod) = case.drop_pod {
             mesh.0.pods.remove(&Key::new("payments", pod));
         }
-        let out = translate_mesh(&mesh.0);
+        let out = translate_mesh(&mesh.0, &MeshOptions::plaintext());
         let routes = vhost_routes(&out.outbound_routes["payments"], ROOT_VHOST);
         assert_eq!(routes.len(), 1, "{}", case.name);
         let want = case.want.map(|v| v.into_iter().map(|(c, w)| (c.to_string(), w)).collect::<Vec<_>>());
@@ -215,7 +215,7 @@ fn split_status_says_why_backends_were_left_out() {
         &[("payment-v1", 1), ("payment-v3", 1)],
         1,
     );
-    let out = translate_mesh(&mesh.0);
+    let out = translate_mesh(&mesh.0, &MeshOptions::plaintext());
     let status = &out.splits.status[&Key::new("payments", "s")];
     assert!(status.accepted);
     assert_eq!(status.reasons, vec!["backend payment-v3 does not exist; left out".to_string()]);
@@ -226,7 +226,7 @@ fn oldest_split_wins_and_the_other_is_in_conflict() {
     let mesh = fix_labels(payments())
         .split("payments", "newer", "payment-svc", &[("payment-v2", 1000)], 2)
         .split("payments", "older", "payment-svc", &[("payment-v1", 1000)], 1);
-    let out = translate_mesh(&mesh.0);
+    let out = translate_mesh(&mesh.0, &MeshOptions::plaintext());
     assert_eq!(out.splits.by_root[&Key::new("payments", "payment-svc")], Key::new("payments", "older"));
     let newer = &out.splits.status[&Key::new("payments", "newer")];
     assert!(!newer.accepted);
@@ -252,7 +252,7 @@ fn split_matches_split_only_matching_requests() {
             }],
         },
     );
-    let out = translate_mesh(&mesh.0);
+    let out = translate_mesh(&mesh.0, &MeshOptions::plaintext());
     let routes = vhost_routes(&out.outbound_routes["payments"], ROOT_VHOST);
     assert_eq!(routes.len(), 2);
     assert_eq!(action(&routes[0]), Ok(vec![(V2.to_string(), 1000)]));
@@ -267,7 +267,7 @@ fn domains_cover_every_name_a_client_may_use() {
     let mut mesh = payments();
     mesh.0.services.get_mut(&Key::new("payments", "payment-svc")).unwrap().cluster_ip =
         Some("10.96.0.10".parse().unwrap());
-    let out = translate_mesh(&mesh.0.clone());
+    let out = translate_mesh(&mesh.0.clone(), &MeshOptions::plaintext());
     let vh = |ns: &str| {
         out.outbound_routes[ns].virtual_hosts.iter().find(|v| v.name == ROOT_VHOST).unwrap().domains.clone()
     };
@@ -284,7 +284,7 @@ fn domains_cover_every_name_a_client_may_use() {
         assert!(same_ns.contains(&d.to_string()), "{d} missing from {same_ns:?}");
     }
     mesh.0.namespaces.insert("shop".into(), Namespace { name: "shop".into(), inject: None });
-    let out = translate_mesh(&mesh.0);
+    let out = translate_mesh(&mesh.0, &MeshOptions::plaintext());
     let other_ns = out.outbound_routes["shop"]
         .virtual_hosts
         .iter()
@@ -303,7 +303,7 @@ fn domains_cover_every_name_a_client_may_use() {
 fn meshed_endpoints_are_dialled_at_the_inbound_port_with_their_identity() {
     let mut mesh = payments().ns("payments", false);
     mesh.0.pods.get_mut(&Key::new("payments", "v1")).unwrap().inject = Some(true);
-    let out = translate_mesh(&mesh.0);
+    let out = translate_mesh(&mesh.0, &MeshOptions::plaintext());
     let addr = |cluster: &str| -> Vec<(String, u32, Option<String>)> {
         out.endpoints[cluster].endpoints[0]
             .lb_endpoints
@@ -351,7 +351,7 @@ fn inbound_listener_routes_each_service_authority_to_the_app_port() {
         transparent: false,
     };
     let splits = SplitTable::build(&mesh.0);
-    let own = translate_proxy(&mesh.0, &splits, &node);
+    let own = translate_proxy(&mesh.0, &splits, &node, &MeshOptions::plaintext());
     let names: Vec<&str> = own.listeners.iter().map(|l| l.name.as_str()).collect();
     assert_eq!(names, vec!["outbound", "inbound"]);
     assert_eq!(own.clusters.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), vec!["inbound|8080||"]);
@@ -366,8 +366,18 @@ fn translation_is_deterministic() {
         &[("payment-v1", 950), ("payment-v2", 50)],
         1,
     );
-    let a = crate::cache::Snapshot::build(1, std::sync::Arc::new(mesh.0.clone())).unwrap();
-    let b = crate::cache::Snapshot::build(1, std::sync::Arc::new(mesh.0)).unwrap();
+    let a = crate::cache::Snapshot::build(
+        1,
+        std::sync::Arc::new(mesh.0.clone()),
+        std::sync::Arc::new(MeshOptions::plaintext()),
+    )
+    .unwrap();
+    let b = crate::cache::Snapshot::build(
+        1,
+        std::sync::Arc::new(mesh.0),
+        std::sync::Arc::new(MeshOptions::plaintext()),
+    )
+    .unwrap();
     let versions = |s: &crate::cache::Snapshot| -> Vec<String> {
         s.clusters
             .values()
@@ -382,12 +392,12 @@ fn translation_is_deterministic() {
 #[test]
 fn consistency_check_finds_a_route_to_a_missing_cluster() {
     let mesh = fix_labels(payments());
-    let mut out = translate_mesh(&mesh.0);
+    let mut out = translate_mesh(&mesh.0, &MeshOptions::plaintext());
     out.clusters.remove(V1);
     out.endpoints.remove(V1);
     let err = check_consistency(&out).unwrap_err();
     assert!(matches!(err, ConsistencyError::MissingCluster { ref cluster, .. } if cluster == V1), "{err}");
-    let mut out = translate_mesh(&mesh.0);
+    let mut out = translate_mesh(&mesh.0, &MeshOptions::plaintext());
     out.endpoints.remove(V2);
     assert_eq!(check_consistency(&out), Err(ConsistencyError::MissingEndpoints(V2.into())));
 }
@@ -401,7 +411,7 @@ fn weights_whose_sum_exceeds_u32_are_scaled_together() {
         &[("payment-v1", 3_000_000_000_000), ("payment-v2", 3_000_000_000_000)],
         1,
     );
-    let out = translate_mesh(&mesh.0);
+    let out = translate_mesh(&mesh.0, &MeshOptions::plaintext());
     let routes = vhost_routes(&out.outbound_routes["payments"], ROOT_VHOST);
     let weights = action(&routes[0]).unwrap();
     let sum: u64 = weights.iter().map(|(_, w)| u64::from(*w)).sum();
@@ -420,7 +430,7 @@ fn service_annotations_set_route_timeout_and_retries() {
             per_try_timeout: Some(std::time::Duration::from_millis(200)),
         }),
     };
-    let out = translate_mesh(&mesh.0);
+    let out = translate_mesh(&mesh.0, &MeshOptions::plaintext());
     let routes = vhost_routes(&out.outbound_routes["payments"], ROOT_VHOST);
     let Some(route::Action::Route(ra)) = &routes[0].action else { panic!() };
     assert_eq!(ra.timeout.as_ref().map(|d| (d.seconds, d.nanos)), Some((0, 500_000_000)));
@@ -472,7 +482,11 @@ fn opaque_tcp_services_get_a_local_listener_on_the_pod_ip() {
     };
     let splits = SplitTable::build(&mesh.0);
     let names = |node: &ProxyNode| -> Vec<String> {
-        translate_proxy(&mesh.0, &splits, node).listeners.into_iter().map(|l| l.name).collect()
+        translate_proxy(&mesh.0, &splits, node, &MeshOptions::plaintext())
+            .listeners
+            .into_iter()
+            .map(|l| l.name)
+            .collect()
     };
     // 8080 is the frontend's own app port, so only 9000 gets a listener.
     assert_eq!(names(&node), vec!["outbound", "inbound", "outbound|9000||ledger.payments.svc.cluster.local"]);

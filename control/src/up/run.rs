@@ -207,6 +207,8 @@ pub async fn run(config: UpConfig) -> Result<Outcome, UpError> {
         xds_addr: config.xds_addr,
         admin_addr: config.admin_addr,
         reload_interval: Duration::from_millis(250),
+        mesh: crate::translate::MeshOptions::plaintext(),
+        identity: None,
     })
     .await?;
     say(&format!(

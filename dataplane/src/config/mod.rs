@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+pub mod rbac;
+
 /// Everything the proxy serves, as of the versions in `versions`.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -40,6 +42,8 @@ pub struct Listener {
     pub default_chain: Option<FilterChain>,
     /// Recover the original destination of redirected connections (`original_dst` listener filter).
     pub original_dst: bool,
+    /// Read the TLS ClientHello (SNI) before choosing a chain (`tls_inspector` listener filter).
+    pub tls_inspector: bool,
 }
 
 /// One filter chain of a listener.
@@ -51,8 +55,40 @@ pub struct FilterChain {
     pub destination_port: Option<u16>,
     /// Matches connections to these destination prefixes (any if empty): address and prefix length.
     pub destination_prefixes: Vec<(IpAddr, u8)>,
+    /// Matches TLS connections whose SNI is one of these (any if empty). Lowercase; a leading
+    /// `*.` matches any one-or-more-label prefix, as in Envoy.
+    pub server_names: Vec<String>,
+    /// Matches only connections of this transport protocol: `tls` or `raw_buffer` (any if `None`).
+    pub transport_protocol: Option<String>,
+    /// Terminate TLS on this chain (a `DownstreamTlsContext` transport socket).
+    pub tls: Option<DownstreamTls>,
+    /// Network RBAC filter before the terminal filter (TCP chains).
+    pub rbac: Option<Arc<rbac::Rbac>>,
     /// What the chain does.
     pub kind: ChainKind,
+}
+
+/// TLS termination on a filter chain. Certificates are the proxy's own (SDS secret `default`,
+/// trust bundle `ROOTCA`): weft-proxy resolves them from its in-process credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownstreamTls {
+    /// Demand a client certificate that chains to the trust bundle.
+    pub require_client_certificate: bool,
+    /// ALPN protocols offered, in order.
+    pub alpn: Vec<String>,
+}
+
+/// TLS origination for a cluster's mTLS endpoints (`transport_socket_matches` entry whose match is
+/// `{"weft.mtls": true}`, or the cluster's `transport_socket`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// The SNI sent.
+    pub sni: String,
+    /// SPIFFE IDs the server may present (any of them; `match_typed_subject_alt_names` URIs).
+    /// An endpoint's own `identity` narrows this to exactly that one.
+    pub allowed_identities: Vec<String>,
+    /// Every endpoint uses TLS (`transport_socket`), not only those marked `weft.mtls`.
+    pub all_endpoints: bool,
 }
 
 /// The terminal network filter of a chain.
@@ -71,6 +107,8 @@ pub struct HttpManager {
     pub stat_prefix: String,
     /// Where the routes come from.
     pub routes: RouteSource,
+    /// HTTP RBAC filter, checked before routing.
+    pub rbac: Option<Arc<rbac::Rbac>>,
 }
 
 /// Routes of an HTTP connection manager.
@@ -268,6 +306,8 @@ pub struct Cluster {
     pub limits: CircuitBreakers,
     /// Upstream HTTP protocol.
     pub protocol: UpstreamProtocol,
+    /// mTLS to endpoints that ask for it.
+    pub tls: Option<UpstreamTls>,
 }
 
 /// Where a cluster's endpoints come from.
@@ -332,6 +372,8 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// The SPIFFE ID the peer should present (`filter_metadata.weft.identity`), for mTLS.
     pub identity: Option<String>,
+    /// Dial with the cluster's TLS (`filter_metadata."envoy.transport_socket_match"."weft.mtls"`).
+    pub mtls: bool,
     /// Load balancing weight (default 1).
     pub weight: u32,
 }

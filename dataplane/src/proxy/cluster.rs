@@ -247,6 +247,7 @@ mod tests {
             lb: LbPolicy::RoundRobin,
             limits: CircuitBreakers::default(),
             protocol,
+            tls: None,
         })
     }
 
@@ -255,7 +256,12 @@ mod tests {
             cluster: "c".into(),
             endpoints: ports
                 .iter()
-                .map(|p| Endpoint { addr: SocketAddr::from(([127, 0, 0, 1], *p)), identity: None, weight: 1 })
+                .map(|p| Endpoint {
+                    addr: SocketAddr::from(([127, 0, 0, 1], *p)),
+                    identity: None,
+                    weight: 1,
+                    mtls: false,
+                })
                 .collect(),
         })
     }

@@ -328,6 +328,10 @@ mod tests {
             name: name.into(),
             destination_port: port,
             destination_prefixes: prefixes.iter().map(|(ip, len)| (ip.parse().unwrap(), *len)).collect(),
+            server_names: vec![],
+            transport_protocol: None,
+            tls: None,
+            rbac: None,
             kind: ChainKind::Tcp(TcpProxy {
                 stat_prefix: name.into(),
                 clusters: vec![WeightedCluster { name: "c".into(), weight: 1 }],

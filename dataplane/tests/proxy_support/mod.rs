@@ -192,7 +192,10 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 pub fn endpoints(cluster: &str, addrs: &[SocketAddr]) -> Arc<ClusterEndpoints> {
     Arc::new(ClusterEndpoints {
         cluster: cluster.into(),
-        endpoints: addrs.iter().map(|a| Endpoint { addr: *a, identity: None, weight: 1 }).collect(),
+        endpoints: addrs
+            .iter()
+            .map(|a| Endpoint { addr: *a, identity: None, weight: 1, mtls: false })
+            .collect(),
     })
 }
 
@@ -204,6 +207,7 @@ pub fn cluster(name: &str, addrs: &[SocketAddr]) -> Cluster {
         lb: LbPolicy::RoundRobin,
         limits: CircuitBreakers::default(),
         protocol: UpstreamProtocol::Http1,
+        tls: None,
     }
 }
 
@@ -232,12 +236,18 @@ pub fn http_listener(name: &str, addr: SocketAddr, routes: &str) -> Listener {
             name: "http".into(),
             destination_port: None,
             destination_prefixes: vec![],
+            server_names: vec![],
+            transport_protocol: None,
+            tls: None,
+            rbac: None,
             kind: ChainKind::Http(HttpManager {
                 stat_prefix: name.into(),
                 routes: RouteSource::Rds(routes.into()),
+                rbac: None,
             }),
         }),
         original_dst: false,
+        tls_inspector: false,
     }
 }
 
@@ -250,12 +260,17 @@ pub fn tcp_listener(name: &str, addr: SocketAddr, cluster: &str) -> Listener {
             name: "tcp".into(),
             destination_port: None,
             destination_prefixes: vec![],
+            server_names: vec![],
+            transport_protocol: None,
+            tls: None,
+            rbac: None,
             kind: ChainKind::Tcp(TcpProxy {
                 stat_prefix: name.into(),
                 clusters: vec![WeightedCluster { name: cluster.into(), weight: 1 }],
             }),
         }),
         original_dst: false,
+        tls_inspector: false,
     }
 }
 

@@ -86,7 +86,8 @@ pub(crate) fn cluster(c: &XdsCluster, notes: &mut Notes) -> Result<(Cluster, Opt
         None => CircuitBreakers::default(),
     };
     let protocol = protocol(c, notes)?;
-    let cluster = Cluster { name: c.name.clone(), discovery, connect_timeout, lb, limits, protocol };
+    let cluster =
+        Cluster { name: c.name.clone(), discovery, connect_timeout, lb, limits, protocol, tls: None };
     Ok((cluster, eds_name))
 }
 

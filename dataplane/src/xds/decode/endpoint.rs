@@ -107,5 +107,5 @@ fn lb_endpoint(e: &LbEndpoint, notes: &mut Notes) -> Result<Option<Endpoint>, Fi
             return Err(FieldError::new("health_status", format!("unknown status {}", e.health_status)));
         }
     };
-    Ok(healthy.then_some(Endpoint { addr, identity, weight }))
+    Ok(healthy.then_some(Endpoint { addr, identity, weight, mtls: false }))
 }

@@ -107,7 +107,7 @@ pub(crate) fn listener(l: &XdsListener, notes: &mut Notes) -> Result<Listener, F
             "a listener needs a filter chain or a default_filter_chain",
         ));
     }
-    Ok(Listener { name: l.name.clone(), addr, chains, default_chain, original_dst })
+    Ok(Listener { name: l.name.clone(), addr, chains, default_chain, original_dst, tls_inspector: false })
 }
 
 /// Whether a listener filter is `original_dst`; inspectors that only feed
@@ -162,7 +162,16 @@ fn filter_chain(
         return Err(FieldError::new("filters", "a filter chain needs http_connection_manager or tcp_proxy"));
     };
     let name = if c.name.is_empty() { default_name() } else { c.name.clone() };
-    Ok(FilterChain { name, destination_port, destination_prefixes, kind })
+    Ok(FilterChain {
+        name,
+        destination_port,
+        destination_prefixes,
+        server_names: Vec::new(),
+        transport_protocol: None,
+        tls: None,
+        rbac: None,
+        kind,
+    })
 }
 
 type ChainMatch = (Option<u16>, Vec<(IpAddr, u8)>);
@@ -364,7 +373,7 @@ fn http_manager(hcm: &HttpConnectionManager, notes: &mut Notes) -> Result<HttpMa
     if !router {
         return Err(FieldError::new("http_filters", "must end with the router (envoy.filters.http.router)"));
     }
-    Ok(HttpManager { stat_prefix: hcm.stat_prefix.clone(), routes })
+    Ok(HttpManager { stat_prefix: hcm.stat_prefix.clone(), routes, rbac: None })
 }
 
 /// Whether an HTTP filter is the router. Optional or disabled filters that

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use weft_control::source::ManifestDir;
-use weft_control::translate::{ProxyNode, translate_mesh, translate_proxy};
+use weft_control::translate::{MeshOptions, ProxyNode, translate_mesh, translate_proxy};
 
 use super::*;
 use crate::config::{
@@ -77,7 +77,7 @@ fn frontend() -> Decoded {
     std::fs::write(dir.path().join("db.yaml"), DB_YAML).unwrap();
     let report = ManifestDir::new(dir.path()).load();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
-    let mesh = translate_mesh(&report.state);
+    let mesh = translate_mesh(&report.state, &MeshOptions::plaintext());
     let node = ProxyNode {
         id: "frontend".into(),
         namespace: "payments".into(),
@@ -87,7 +87,7 @@ fn frontend() -> Decoded {
         outbound_port: 4140,
         transparent: false,
     };
-    let own = translate_proxy(&report.state, &mesh.splits, &node);
+    let own = translate_proxy(&report.state, &mesh.splits, &node, &MeshOptions::plaintext());
     let mut ignored = Notes::default();
     let mut decoded = Decoded {
         listeners: BTreeMap::new(),
@@ -142,7 +142,8 @@ fn outbound_listener_routes_http_by_rds_and_opaque_tcp_by_original_destination()
         http.kind,
         ChainKind::Http(HttpManager {
             stat_prefix: "outbound".into(),
-            routes: RouteSource::Rds("outbound".into())
+            routes: RouteSource::Rds("outbound".into()),
+            rbac: None,
         })
     );
     assert_eq!(outbound.chains.len(), 1);
@@ -246,6 +247,7 @@ fn outbound_clusters_take_endpoints_from_eds_and_keep_the_downstream_protocol() 
             lb: LbPolicy::RoundRobin,
             limits: CircuitBreakers::default(),
             protocol: UpstreamProtocol::SameAsDownstream,
+            tls: None,
         }
     );
     // Opaque TCP: no HTTP protocol options.
@@ -257,7 +259,7 @@ fn inbound_cluster_lists_the_app_statically() {
     let d = frontend();
     let (c, eds) = &d.clusters["inbound|8080||"];
     assert_eq!(*eds, None);
-    let app = Endpoint { addr: "127.0.10.1:8080".parse().unwrap(), identity: None, weight: 1 };
+    let app = Endpoint { addr: "127.0.10.1:8080".parse().unwrap(), identity: None, weight: 1, mtls: false };
     assert_eq!(
         c.discovery,
         Discovery::Static(Arc::new(ClusterEndpoints {
@@ -278,11 +280,12 @@ fn meshed_endpoints_are_dialled_at_their_proxy_with_their_identity() {
             addr: "127.0.10.2:4143".parse().unwrap(),
             identity: Some("spiffe://cluster.local/ns/payments/sa/payment".into()),
             weight: 1,
+            mtls: false,
         }]
     );
     // Opaque TCP goes straight to the app, with no identity to check.
     assert_eq!(
         d.endpoints[DB].endpoints,
-        [Endpoint { addr: "127.0.10.9:5432".parse().unwrap(), identity: None, weight: 1 }]
+        [Endpoint { addr: "127.0.10.9:5432".parse().unwrap(), identity: None, weight: 1, mtls: false }]
     );
 }

@@ -116,7 +116,8 @@ fn listener_with_rds_http_and_a_tcp_chain_matched_by_destination() {
         default.kind,
         ChainKind::Http(HttpManager {
             stat_prefix: "http".into(),
-            routes: RouteSource::Rds("routes".into())
+            routes: RouteSource::Rds("routes".into()),
+            rbac: None,
         })
     );
 }
@@ -441,7 +442,7 @@ fn clusters_static_least_request_with_limits_and_http2() {
     };
     let (got, eds) = cluster(&c);
     assert_eq!(eds, None);
-    let app = Endpoint { addr: "127.0.0.1:8080".parse().unwrap(), identity: None, weight: 1 };
+    let app = Endpoint { addr: "127.0.0.1:8080".parse().unwrap(), identity: None, weight: 1, mtls: false };
     assert_eq!(
         got,
         Cluster {
@@ -454,6 +455,7 @@ fn clusters_static_least_request_with_limits_and_http2() {
             lb: LbPolicy::LeastRequest,
             limits: CircuitBreakers { max_connections: 10, max_pending_requests: 1024, max_requests: 20 },
             protocol: UpstreamProtocol::Http2,
+            tls: None,
         }
     );
 }
@@ -509,10 +511,11 @@ fn endpoints_keep_weights_and_identity_and_drop_unhealthy_hosts() {
             Endpoint {
                 addr: "10.0.0.1:4143".parse().unwrap(),
                 identity: Some("spiffe://cluster.local/ns/a/sa/b".into()),
-                weight: 3
+                weight: 3,
+                mtls: false,
             },
-            Endpoint { addr: "10.0.0.2:8080".parse().unwrap(), identity: None, weight: 1 },
-            Endpoint { addr: "[::1]:80".parse().unwrap(), identity: None, weight: 1 },
+            Endpoint { addr: "10.0.0.2:8080".parse().unwrap(), identity: None, weight: 1, mtls: false },
+            Endpoint { addr: "[::1]:80".parse().unwrap(), identity: None, weight: 1, mtls: false },
         ]
     );
 }
