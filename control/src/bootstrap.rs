@@ -1,8 +1,52 @@
 //! Envoy bootstraps that point stock Envoy at weft's control plane over ADS.
+//!
+//! By default ([`envoy_bootstrap_with`] and [`XdsTransport::Tls`]) Envoy
+//! speaks ADS over TLS: the static cluster `weft-xds` presents the workload
+//! certificate (SDS secret `default`) and accepts only a control plane whose
+//! certificate chains to the mesh's trust bundle (SDS secret `ROOTCA`) and
+//! names the control plane's SPIFFE ID. Both secrets come from the
+//! `weft-agent` beside Envoy, over the static cluster `weft-sds` (its Unix
+//! socket, HTTP/2). The same `weft-sds` cluster serves the `default` and
+//! `ROOTCA` secrets that the mesh's listeners and clusters name.
+//! [`envoy_bootstrap`] (and [`XdsTransport::Plaintext`]) is the
+//! `--insecure-plaintext` bootstrap: ADS without TLS.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
-use serde_json::json;
+use serde_json::{Value, json};
+
+use crate::identity::SpiffeId;
+
+/// The static cluster of the control plane's xDS (ADS) server.
+pub const XDS_CLUSTER: &str = "weft-xds";
+/// The static cluster of the weft-agent's SDS socket.
+pub const SDS_CLUSTER: &str = "weft-sds";
+/// The TLS server name Envoy sends to the control plane (its certificate carries it).
+pub const CONTROL_SNI: &str = "weft-control.weft-system.svc";
+/// The SDS secret of the workload certificate and key.
+pub const DEFAULT_SECRET: &str = "default";
+/// The SDS secret of the trust bundle.
+pub const ROOTCA_SECRET: &str = "ROOTCA";
+
+/// How Envoy reaches the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum XdsTransport {
+    /// ADS in plaintext, no workload certificate (`--insecure-plaintext`).
+    Plaintext,
+    /// ADS over TLS with the workload certificate from the weft-agent.
+    Tls(BootstrapTls),
+}
+
+/// What a TLS bootstrap needs besides [`BootstrapConfig`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapTls {
+    /// The weft-agent's SDS socket (best absolute: Envoy resolves a relative
+    /// path from its own working directory).
+    pub sds_socket: PathBuf,
+    /// The SPIFFE ID the control plane's certificate must carry.
+    pub control_identity: SpiffeId,
+}
 
 /// Which ADS flavour Envoy should use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -38,10 +82,92 @@ pub enum BootstrapError {
     /// The xDS address is not `host:port`.
     #[error("--xds-addr {0:?} must be host:port")]
     XdsAddr(String),
+    /// The SDS socket path cannot be written into the bootstrap.
+    #[error("--sds-socket {0:?} must be valid UTF-8")]
+    SdsSocket(PathBuf),
 }
 
-/// The bootstrap, as JSON (which Envoy reads as YAML too).
+/// The `--insecure-plaintext` bootstrap (ADS without TLS), as JSON (which
+/// Envoy reads as YAML too).
 pub fn envoy_bootstrap(cfg: &BootstrapConfig) -> Result<String, BootstrapError> {
+    envoy_bootstrap_with(cfg, &XdsTransport::Plaintext)
+}
+
+/// The SDS config source of a secret served by the weft-agent (`weft-sds`).
+pub fn sds_config_source() -> Value {
+    json!({
+        "resource_api_version": "V3",
+        "api_config_source": {
+            "api_type": "GRPC",
+            "transport_api_version": "V3",
+            "grpc_services": [{ "envoy_grpc": { "cluster_name": SDS_CLUSTER } }],
+        },
+    })
+}
+
+/// HTTP/2 upstream options (gRPC).
+fn http2_options() -> Value {
+    json!({
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": { "http2_protocol_options": {} },
+        },
+    })
+}
+
+/// The `weft-sds` cluster: the agent's Unix socket.
+fn sds_cluster(socket: &str) -> Value {
+    json!({
+        "name": SDS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": http2_options(),
+        "load_assignment": {
+            "cluster_name": SDS_CLUSTER,
+            "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": { "pipe": { "path": socket } } } }] }],
+        },
+    })
+}
+
+/// TLS to the control plane: the workload certificate from SDS, and a
+/// server that chains to the SDS trust bundle and names `control_identity`.
+fn xds_transport_socket(control_identity: &SpiffeId) -> Value {
+    json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": CONTROL_SNI,
+            "common_tls_context": {
+                "tls_params": {
+                    "tls_minimum_protocol_version": "TLSv1_2",
+                    "tls_maximum_protocol_version": "TLSv1_3",
+                },
+                "alpn_protocols": ["h2"],
+                "tls_certificate_sds_secret_configs": [
+                    { "name": DEFAULT_SECRET, "sds_config": sds_config_source() },
+                ],
+                "combined_validation_context": {
+                    "default_validation_context": {
+                        "match_typed_subject_alt_names": [{
+                            "san_type": "URI",
+                            "matcher": { "exact": control_identity.to_string() },
+                        }],
+                    },
+                    "validation_context_sds_secret_config": {
+                        "name": ROOTCA_SECRET,
+                        "sds_config": sds_config_source(),
+                    },
+                },
+            },
+        },
+    })
+}
+
+/// The bootstrap for `transport`, as JSON (which Envoy reads as YAML too).
+pub fn envoy_bootstrap_with(
+    cfg: &BootstrapConfig,
+    transport: &XdsTransport,
+) -> Result<String, BootstrapError> {
     let (host, port) = cfg
         .xds_addr
         .rsplit_once(':')
@@ -53,6 +179,27 @@ pub fn envoy_bootstrap(cfg: &BootstrapConfig) -> Result<String, BootstrapError> 
         AdsMode::Sotw => "GRPC",
     };
     let ads = json!({ "ads": {}, "resource_api_version": "V3" });
+    let mut xds_cluster = json!({
+        "name": XDS_CLUSTER,
+        "type": discovery,
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": http2_options(),
+        "load_assignment": {
+            "cluster_name": XDS_CLUSTER,
+            "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": {
+                "socket_address": { "address": host, "port_value": port },
+            } } }] }],
+        },
+    });
+    // The SDS cluster comes first: the xDS cluster's TLS refers to it.
+    let mut clusters = Vec::new();
+    if let XdsTransport::Tls(tls) = transport {
+        let socket =
+            tls.sds_socket.to_str().ok_or_else(|| BootstrapError::SdsSocket(tls.sds_socket.clone()))?;
+        xds_cluster["transport_socket"] = xds_transport_socket(&tls.control_identity);
+        clusters.push(sds_cluster(socket));
+    }
+    clusters.push(xds_cluster);
     let doc = json!({
         "node": {
             "id": cfg.node_id,
@@ -71,29 +218,13 @@ pub fn envoy_bootstrap(cfg: &BootstrapConfig) -> Result<String, BootstrapError> 
                 "api_type": api_type,
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": true,
-                "grpc_services": [{ "envoy_grpc": { "cluster_name": "weft-xds" } }],
+                "grpc_services": [{ "envoy_grpc": { "cluster_name": XDS_CLUSTER } }],
             },
             "cds_config": ads,
             "lds_config": ads,
         },
         "static_resources": {
-            "clusters": [{
-                "name": "weft-xds",
-                "type": discovery,
-                "connect_timeout": "1s",
-                "typed_extension_protocol_options": {
-                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                        "explicit_http_config": { "http2_protocol_options": {} },
-                    },
-                },
-                "load_assignment": {
-                    "cluster_name": "weft-xds",
-                    "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": {
-                        "socket_address": { "address": host, "port_value": port },
-                    } } }] }],
-                },
-            }],
+            "clusters": clusters,
         },
     });
     // JSON is YAML, and unlike a YAML emitter's plain scalars it cannot be
@@ -138,5 +269,63 @@ mod tests {
     #[test]
     fn bootstrap_refuses_an_xds_address_without_port() {
         assert!(envoy_bootstrap(&cfg(AdsMode::Sotw, "localhost")).is_err());
+    }
+
+    fn tls() -> XdsTransport {
+        XdsTransport::Tls(BootstrapTls {
+            sds_socket: "/run/weft/sds/agent.sock".into(),
+            control_identity: "spiffe://example.org/ns/weft-system/sa/weft-control".parse().unwrap(),
+        })
+    }
+
+    #[test]
+    fn tls_bootstrap_takes_the_xds_client_certificate_and_trust_from_the_agent() {
+        let text = envoy_bootstrap_with(&cfg(AdsMode::Delta, "127.0.0.1:8086"), &tls()).unwrap();
+        let y: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
+        let clusters = y["static_resources"]["clusters"].as_array().unwrap();
+        assert_eq!(clusters.len(), 2);
+        let sds = &clusters[0];
+        assert_eq!(sds["name"], SDS_CLUSTER);
+        assert_eq!(
+            sds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["pipe"]["path"],
+            "/run/weft/sds/agent.sock"
+        );
+        assert!(sds["typed_extension_protocol_options"].to_string().contains("http2_protocol_options"));
+        assert!(sds.get("transport_socket").is_none(), "the socket is local: no TLS");
+
+        let xds = &clusters[1];
+        assert_eq!(xds["name"], XDS_CLUSTER);
+        let tls = &xds["transport_socket"]["typed_config"];
+        assert_eq!(tls["sni"], CONTROL_SNI);
+        let common = &tls["common_tls_context"];
+        assert_eq!(common["tls_certificate_sds_secret_configs"][0]["name"], "default");
+        let source = &common["tls_certificate_sds_secret_configs"][0]["sds_config"];
+        assert_eq!(
+            source["api_config_source"]["grpc_services"][0]["envoy_grpc"]["cluster_name"],
+            SDS_CLUSTER
+        );
+        assert_eq!(source["api_config_source"]["api_type"], "GRPC");
+        let validation = &common["combined_validation_context"];
+        assert_eq!(validation["validation_context_sds_secret_config"]["name"], "ROOTCA");
+        let san = &validation["default_validation_context"]["match_typed_subject_alt_names"][0];
+        assert_eq!(san["san_type"], "URI");
+        assert_eq!(san["matcher"]["exact"], "spiffe://example.org/ns/weft-system/sa/weft-control");
+        // ADS itself is unchanged.
+        assert_eq!(
+            y["dynamic_resources"]["ads_config"]["grpc_services"][0]["envoy_grpc"]["cluster_name"],
+            XDS_CLUSTER
+        );
+    }
+
+    #[test]
+    fn plaintext_bootstrap_is_the_insecure_one() {
+        let plain = envoy_bootstrap(&cfg(AdsMode::Sotw, "127.0.0.1:8086")).unwrap();
+        let y: serde_json::Value = serde_yaml_ng::from_str(&plain).unwrap();
+        assert_eq!(y["static_resources"]["clusters"].as_array().unwrap().len(), 1);
+        assert!(y["static_resources"]["clusters"][0].get("transport_socket").is_none());
+        assert_eq!(
+            envoy_bootstrap_with(&cfg(AdsMode::Sotw, "127.0.0.1:8086"), &XdsTransport::Plaintext).unwrap(),
+            plain
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use weft_control::bootstrap::{AdsMode, BootstrapConfig, envoy_bootstrap};
+use weft_control::bootstrap::{AdsMode, BootstrapConfig, BootstrapTls, XdsTransport, envoy_bootstrap_with};
 use weft_control::server::ControlConfig;
 
 /// weft: a service mesh. Run the control plane, or talk to one.
@@ -44,6 +44,21 @@ enum Command {
         /// How often the manifest directory is checked for changes, in milliseconds.
         #[arg(long, env = "WEFT_RELOAD_INTERVAL_MS", default_value_t = 250)]
         reload_interval_ms: u64,
+        #[command(flatten)]
+        identity: cli::IdentityArgs,
+    },
+    /// Print a workload's identity token (for weft-proxy's or weft-agent's --token-file): the
+    /// HMAC-SHA256 of its SPIFFE ID under the CA directory's token key.
+    Token(cli::TokenArgs),
+    /// Check the mesh's certificates: the CA root, the control plane's certificate and each
+    /// connected proxy's; exit status 1 when something is wrong or about to expire.
+    /// `--kubernetes` checks the installation in a cluster instead, `--pre` whether a cluster
+    /// is ready for `weft install`.
+    Check {
+        #[command(flatten)]
+        local: cli::CheckArgs,
+        #[command(flatten)]
+        kube: weft_control::kube_check::KubeCheckArgs,
     },
     /// Send manifests to the control plane, which validates them and stores them only if all are valid.
     Apply {
@@ -80,12 +95,60 @@ enum Command {
         /// Use State-of-the-World ADS.
         #[arg(long)]
         sotw: bool,
+        /// The weft-agent's SDS socket: Envoy gets its workload certificate and the mesh's trust
+        /// bundle there, and uses them for ADS over TLS. Required unless --insecure-plaintext.
+        #[arg(long, env = "WEFT_SDS_SOCKET")]
+        sds_socket: Option<PathBuf>,
+        /// The mesh's trust domain (for the default --control-identity).
+        #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "cluster.local")]
+        trust_domain: String,
+        /// The SPIFFE ID the control plane's certificate must carry
+        /// [default: spiffe://<trust-domain>/ns/weft-system/sa/weft-control].
+        #[arg(long, env = "WEFT_CONTROL_IDENTITY")]
+        control_identity: Option<String>,
+        /// ADS without TLS and no workload certificate, for a control plane run with
+        /// --insecure-plaintext (debugging only).
+        #[arg(long, env = "WEFT_INSECURE_PLAINTEXT", value_parser = clap::builder::BoolishValueParser::new())]
+        insecure_plaintext: bool,
     },
     /// Run a manifest directory's mesh on this machine (control plane, demo apps, a proxy
     /// per meshed pod) with steady traffic through it and a live view; Ctrl-C stops it all.
     Up(weft_control::up::UpArgs),
     /// Run the demo app `weft up` uses: an HTTP server that answers with its name.
     DemoApp(weft_control::up::DemoAppArgs),
+    /// Print the Kubernetes manifests of a mesh, for `weft install | kubectl apply -f -`.
+    Install(weft_control::install::InstallArgs),
+    /// Print the objects `weft install` creates, for `weft uninstall | kubectl delete -f -`.
+    Uninstall(weft_control::install::UninstallArgs),
+    /// Add weft's proxy to the pods in Kubernetes YAML (Pods, Deployments, StatefulSets,
+    /// DaemonSets, ReplicaSets, Jobs, CronJobs) as the injector would; other objects pass through.
+    Inject(weft_control::inject::OfflineArgs),
+}
+
+/// How the printed Envoy bootstrap reaches the control plane.
+fn envoy_transport(
+    sds_socket: Option<PathBuf>,
+    trust_domain: &str,
+    control_identity: Option<String>,
+    insecure_plaintext: bool,
+) -> anyhow::Result<XdsTransport> {
+    if insecure_plaintext {
+        return Ok(XdsTransport::Plaintext);
+    }
+    let Some(socket) = sds_socket else {
+        anyhow::bail!(
+            "--sds-socket is required: Envoy talks to the control plane over TLS with the workload \
+             certificate that the weft-agent beside it serves on that socket (`weft-agent --sds-socket PATH`); \
+             pass --insecure-plaintext only for a control plane run with --insecure-plaintext"
+        );
+    };
+    let sds_socket =
+        std::path::absolute(&socket).with_context(|| format!("--sds-socket {}", socket.display()))?;
+    let control_identity = match control_identity {
+        Some(id) => id.parse().with_context(|| format!("--control-identity {id:?}"))?,
+        None => weft_control::identity::control_identity(trust_domain).context("--trust-domain")?,
+    };
+    Ok(XdsTransport::Tls(BootstrapTls { sds_socket, control_identity }))
 }
 
 fn init_logs(filter: &str, json: bool) -> anyhow::Result<()> {
@@ -113,8 +176,9 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
-        Command::Control { manifests, xds_addr, admin_addr, reload_interval_ms } => {
+        Command::Control { manifests, xds_addr, admin_addr, reload_interval_ms, identity } => {
             init_logs(&args.log, args.log_json)?;
+            let (mesh, identity) = identity.into_config()?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
                 let config = ControlConfig {
@@ -122,8 +186,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                     xds_addr,
                     admin_addr,
                     reload_interval: Duration::from_millis(reload_interval_ms),
-                    mesh: weft_control::translate::MeshOptions::plaintext(),
-                    identity: None,
+                    mesh,
+                    identity,
                 };
                 let running = weft_control::server::start(config).await?;
                 tracing::info!(xds = %running.xds_addr, admin = %running.admin_addr, "weft control plane serving");
@@ -140,6 +204,16 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(cli::apply(&file, admin_addr))
         }
+        Command::Token(token) => cli::token(&token),
+        Command::Check { local, kube } => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            if !kube.wanted() {
+                return rt.block_on(cli::check::run(&local));
+            }
+            let checklist = rt.block_on(kube.run())?;
+            print!("{}", checklist.render());
+            Ok(if checklist.failures() == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
         Command::EnvoyBootstrap {
             node_id,
             namespace,
@@ -149,7 +223,12 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             admin_addr,
             delta: _,
             sotw,
+            sds_socket,
+            trust_domain,
+            control_identity,
+            insecure_plaintext,
         } => {
+            let transport = envoy_transport(sds_socket, &trust_domain, control_identity, insecure_plaintext)?;
             let cfg = BootstrapConfig {
                 node_id,
                 namespace,
@@ -159,7 +238,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 admin_addr: admin_addr.unwrap_or(SocketAddr::new(pod_ip, 4191)),
                 mode: if sotw { AdsMode::Sotw } else { AdsMode::Delta },
             };
-            print!("{}", envoy_bootstrap(&cfg)?);
+            print!("{}", envoy_bootstrap_with(&cfg, &transport)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Up(up_args) => {
@@ -180,6 +259,23 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(weft_control::up::run_demo_app(demo))?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Install(install) => {
+            print!("{}", install.run()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Uninstall(uninstall) => {
+            print!("{}", uninstall.run()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inject(inject) => {
+            let (yaml, reports) = inject.run()?;
+            print!("{yaml}");
+            for report in &reports {
+                eprintln!("{report}");
+            }
+            let failed = weft_control::inject::args::any_failed(&reports);
+            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
     }
 }

@@ -1,5 +1,9 @@
 //! Running the control plane: the manifest source feeding snapshots, the xDS
 //! server and the admin API, started together and stopped together.
+//!
+//! With an [`IdentityConfig`], the xDS port serves TLS with the control plane's own certificate
+//! from the mesh CA, hosts the Identity service (Certify) beside xDS, and admits an xDS stream
+//! only with a client certificate matching its node. Without one it serves plaintext.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,12 +15,16 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use crate::admin::identity::IdentityHandles;
 use crate::admin::{self, AdminState};
 use crate::cache::Snapshot;
+use crate::identity::{
+    self, CaConfig, CertificateAuthority, ControlTls, IdentityService, Ledger, LocalTokens,
+};
 use crate::metrics::Metrics;
 use crate::source::{ApplyHandle, LoadReport, ManifestDir, ManifestError};
 use crate::translate::MeshOptions;
-use crate::xds::{self, Registry, XdsContext};
+use crate::xds::{self, ClientAuth, Registry, XdsContext};
 
 /// How `weft control` runs.
 #[derive(Debug, Clone)]
@@ -61,6 +69,14 @@ pub enum ServerError {
     /// The manifest directory is missing or unreadable.
     #[error("manifest directory {0}: {1}")]
     Manifests(PathBuf, String),
+    /// The CA, token key or TLS setup failed.
+    #[error("identity ({ca_dir}): {source}")]
+    Identity {
+        /// The CA directory.
+        ca_dir: PathBuf,
+        /// The cause.
+        source: Box<identity::Error>,
+    },
 }
 
 /// The manifest source as the rest of the control plane sees it: the latest
@@ -127,6 +143,8 @@ pub struct RunningControl {
     pub admin_addr: SocketAddr,
     /// The manifest source.
     pub source: SourceHandle,
+    /// The CA and the control plane's certificate (`None` when serving plaintext).
+    pub identity: Option<IdentityHandles>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -146,6 +164,40 @@ impl RunningControl {
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { what, addr, source })
+}
+
+/// Loads (or makes) the CA and token key and issues the control plane's certificate.
+fn setup_identity(
+    config: &IdentityConfig,
+    trust_domain: &str,
+    xds_addr: SocketAddr,
+    metrics: &Arc<Metrics>,
+) -> Result<(IdentityHandles, Arc<LocalTokens>), identity::Error> {
+    let ca_config = CaConfig {
+        trust_domain: trust_domain.to_owned(),
+        leaf_lifetime: config.cert_lifetime,
+        ..CaConfig::default()
+    };
+    let ca = Arc::new(CertificateAuthority::load_or_generate(&config.ca_dir, ca_config)?);
+    let tokens = Arc::new(LocalTokens::load_or_generate(&config.ca_dir)?);
+    metrics.set_root_not_after(ca.root_not_after());
+    let control = Arc::new(ControlTls::new(ca.clone(), xds_addr, config.cert_lifetime)?);
+    let cert = control.certificate();
+    info!(
+        identity = %control.identity(),
+        serial = %cert.serial,
+        not_after = cert.not_after,
+        roots = ca.trust_bundle().len(),
+        intermediate = !ca.chain().is_empty(),
+        "control plane certificate issued"
+    );
+    let handles = IdentityHandles {
+        ca_dir: config.ca_dir.clone(),
+        ca,
+        control,
+        ledger: Arc::new(Ledger::new(metrics.clone())),
+    };
+    Ok((handles, tokens))
 }
 
 /// Loads the manifests, publishes the first snapshot and starts serving.
@@ -184,24 +236,91 @@ pub async fn start(config: ControlConfig) -> Result<RunningControl, ServerError>
     let (shutdown, shutdown_rx) = watch::channel(false);
     let registry = Registry::default();
 
-    let mut tasks = Vec::new();
-    let ctx = XdsContext { snapshots: snap_rx.clone(), registry: registry.clone(), metrics: metrics.clone() };
-    let mut stop = shutdown_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(xds_listener);
-        let result = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .add_routes(xds::routes(ctx))
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await;
-        if let Err(e) = result {
-            error!(error = %e, "xDS server failed");
+    let identity = match &config.identity {
+        Some(identity_config) => {
+            let identity_error = |source: identity::Error| ServerError::Identity {
+                ca_dir: identity_config.ca_dir.clone(),
+                source: Box::new(source),
+            };
+            let (handles, tokens) =
+                setup_identity(identity_config, &config.mesh.trust_domain, xds_addr, &metrics)
+                    .map_err(identity_error)?;
+            let tls_config = handles.control.server_config().map_err(|e| identity_error(e.into()))?;
+            Some((handles, tokens, tls_config))
         }
-    }));
+        None => {
+            warn!(
+                "INSECURE: xDS is served in PLAINTEXT with no client authentication and no identity \
+                 service; anyone who can reach {xds_addr} can read the whole mesh configuration. \
+                 Use this for debugging only."
+            );
+            None
+        }
+    };
+    if identity.is_none() && config.mesh.mtls {
+        warn!("mesh mTLS is on but the control plane has no CA: proxies cannot obtain certificates");
+    }
 
-    let admin_state = AdminState { snapshots: snap_rx, registry, metrics, source: source.clone() };
+    let mut tasks = Vec::new();
+    let ctx = XdsContext {
+        snapshots: snap_rx.clone(),
+        registry: registry.clone(),
+        metrics: metrics.clone(),
+        client_auth: identity.as_ref().map(|_| ClientAuth { trust_domain: config.mesh.trust_domain.clone() }),
+    };
+    let mut stop = shutdown_rx.clone();
+    let mut server =
+        tonic::transport::Server::builder().http2_keepalive_interval(Some(Duration::from_secs(30)));
+    match &identity {
+        Some((handles, tokens, tls_config)) => {
+            let service =
+                IdentityService::new(handles.ca.clone(), tokens.clone()).with_ledger(handles.ledger.clone());
+            let routes = xds::routes(ctx).add_service(service.into_server());
+            let incoming = identity::tls::accept_tls(
+                xds_listener,
+                tls_config.clone(),
+                handles.ledger.clone(),
+                shutdown_rx.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let result = server
+                    .add_routes(routes)
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(e) = result {
+                    error!(error = %e, "xDS server failed");
+                }
+            }));
+            tasks.push(tokio::spawn(handles.control.clone().renew_until(shutdown_rx.clone())));
+            info!(xds = %xds_addr, identity = %handles.control.identity(), "serving xDS and the identity service over TLS");
+        }
+        None => {
+            tasks.push(tokio::spawn(async move {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(xds_listener);
+                let result = server
+                    .add_routes(xds::routes(ctx))
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(e) = result {
+                    error!(error = %e, "xDS server failed");
+                }
+            }));
+        }
+    }
+    let identity = identity.map(|(handles, _, _)| handles);
+
+    let admin_state = AdminState {
+        snapshots: snap_rx,
+        registry,
+        metrics,
+        source: source.clone(),
+        trust_domain: config.mesh.trust_domain.clone(),
+        identity: identity.clone(),
+    };
     let mut stop = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
         let result = axum::serve(admin_listener, admin::router(admin_state))
@@ -231,5 +350,5 @@ pub async fn start(config: ControlConfig) -> Result<RunningControl, ServerError>
         watcher_abort.abort();
     }));
 
-    Ok(RunningControl { xds_addr, admin_addr, source, shutdown, tasks })
+    Ok(RunningControl { xds_addr, admin_addr, source, identity, shutdown, tasks })
 }

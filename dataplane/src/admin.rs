@@ -3,9 +3,10 @@
 //! | path | what |
 //! |---|---|
 //! | `/live` | 200 while the process runs |
-//! | `/ready` | 200 once the first full config is applied, 503 before |
+//! | `/ready` | 200 once the workload certificate is held (unless plaintext) and the first full config is applied, 503 before |
 //! | `/metrics` | Prometheus (OpenMetrics text) |
 //! | `/config_dump` | what xDS sent and the proxy holds, laid out as Envoy's config dump |
+//! | `/identity` | the workload certificate: identity, validity, renewal time, trust anchors (JSON) |
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use tokio::sync::watch;
 use weft_xds_protos::json::any_to_json;
 
 use crate::metrics::Metrics;
+use crate::tls::{Credentials, CredentialsWatch};
 use crate::xds::{Held, Nack, NodeInfo, ResourceStatus, ResourceType, Status, TypeStatus};
 
 /// What the admin handlers read.
@@ -36,23 +38,57 @@ pub struct AdminState {
     pub node: NodeInfo,
 }
 
-/// The admin routes.
+/// What the handlers read: the xDS state and, under mTLS, the credentials.
+#[derive(Debug, Clone)]
+struct Shared {
+    admin: AdminState,
+    /// `None`: plaintext, no workload certificate is expected.
+    identity: Option<CredentialsWatch>,
+}
+
+/// The admin routes of a proxy without a workload certificate (plaintext).
 pub fn router(state: AdminState) -> Router {
+    router_with_identity(state, None)
+}
+
+/// The admin routes; with `identity`, `/ready` also waits for a workload
+/// certificate and `/identity` shows it.
+pub fn router_with_identity(state: AdminState, identity: Option<CredentialsWatch>) -> Router {
     Router::new()
         .route("/live", get(|| async { "live\n" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/config_dump", get(config_dump))
-        .with_state(state)
+        .route("/identity", get(identity_handler))
+        .with_state(Shared { admin: state, identity })
 }
 
 /// Serves the admin routes on `listener` until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
     state: AdminState,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    serve_router(listener, router(state), shutdown).await
+}
+
+/// [`serve`] with a workload certificate (see [`router_with_identity`]).
+pub async fn serve_with_identity(
+    listener: TcpListener,
+    state: AdminState,
+    identity: Option<CredentialsWatch>,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    serve_router(listener, router_with_identity(state, identity), shutdown).await
+}
+
+/// Serves `router` on `listener` until `shutdown` turns true.
+pub async fn serve_router(
+    listener: TcpListener,
+    router: Router,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })
@@ -64,8 +100,14 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-async fn ready(State(s): State<AdminState>) -> Response {
-    let status = s.status.borrow().clone();
+async fn ready(State(s): State<Shared>) -> Response {
+    if let Some(identity) = &s.identity
+        && identity.borrow().is_none()
+    {
+        let why = "no workload certificate yet (certifying with the control plane)";
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response();
+    }
+    let status = s.admin.status.borrow().clone();
     if status.ready {
         return (StatusCode::OK, "ready\n").into_response();
     }
@@ -77,14 +119,71 @@ async fn ready(State(s): State<AdminState>) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response()
 }
 
-async fn metrics(State(s): State<AdminState>) -> Response {
-    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-    ([(header::CONTENT_TYPE, content_type)], s.metrics.encode()).into_response()
+async fn identity_handler(State(s): State<Shared>) -> Response {
+    identity_response(s.identity.as_ref())
 }
 
-async fn config_dump(State(s): State<AdminState>) -> Json<Value> {
-    let status = s.status.borrow().clone();
-    Json(render_dump(&status, &s.node))
+/// The `/identity` answer: 200 with [`identity_json`], 503 while no
+/// certificate is held, 404 when the process runs without one (plaintext).
+pub fn identity_response(identity: Option<&CredentialsWatch>) -> Response {
+    let Some(identity) = identity else {
+        let body = json!({ "error": "no workload identity: running with --insecure-plaintext" });
+        return (StatusCode::NOT_FOUND, Json(body)).into_response();
+    };
+    let creds = identity.borrow().clone();
+    match creds {
+        Some(creds) => Json(identity_json(&creds, SystemTime::now())).into_response(),
+        None => {
+            let body = json!({ "identity": null, "error": "no workload certificate yet" });
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+    }
+}
+
+/// The workload certificate as JSON: `identity`, `not_before`, `not_after`,
+/// `renew_at` (RFC 3339), `expires_in_seconds` (from `now`), `chain`
+/// (subject, issuer, serial, not_after of each certificate, leaf first) and
+/// `trust_anchors` (subject and not_after of each root).
+pub fn identity_json(creds: &Credentials, now: SystemTime) -> Value {
+    let expires_in = match creds.not_after().duration_since(now) {
+        Ok(left) => i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+        Err(past) => -i64::try_from(past.duration().as_secs()).unwrap_or(i64::MAX),
+    };
+    json!({
+        "identity": creds.identity().to_string(),
+        "not_before": timestamp(creds.not_before()),
+        "not_after": timestamp(creds.not_after()),
+        "renew_at": timestamp(creds.renew_at()),
+        "expires_in_seconds": expires_in,
+        "chain": creds.chain().iter().map(|c| describe_certificate(c)).collect::<Vec<_>>(),
+        "trust_anchors": creds.trust_bundle().iter().map(|c| describe_certificate(c)).collect::<Vec<_>>(),
+    })
+}
+
+fn describe_certificate(der: &[u8]) -> Value {
+    match x509_parser::parse_x509_certificate(der) {
+        Ok((_, cert)) => {
+            let at = |t: i64| UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(t).unwrap_or(0));
+            json!({
+                "subject": cert.subject().to_string(),
+                "issuer": cert.issuer().to_string(),
+                "serial": cert.raw_serial_as_string(),
+                "not_before": timestamp(at(cert.validity().not_before.timestamp())),
+                "not_after": timestamp(at(cert.validity().not_after.timestamp())),
+            })
+        }
+        Err(e) => json!({ "error": format!("unparsable certificate: {e}") }),
+    }
+}
+
+async fn metrics(State(s): State<Shared>) -> Response {
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(header::CONTENT_TYPE, content_type)], s.admin.metrics.encode()).into_response()
+}
+
+async fn config_dump(State(s): State<Shared>) -> Json<Value> {
+    let status = s.admin.status.borrow().clone();
+    Json(render_dump(&status, &s.admin.node))
 }
 
 /// The config dump: Envoy's `configs` layout (clusters, endpoints, listeners,

@@ -11,7 +11,9 @@ pub mod config;
 
 pub use weft_xds_protos as protos;
 pub mod admin;
+pub mod init;
 pub mod metrics;
 pub mod proxy;
+pub mod sds;
 pub mod tls;
 pub mod xds;

@@ -1,23 +1,34 @@
 //! Prometheus metrics of the proxy, with Linkerd's names where they exist so
 //! its dashboards read them: `request_total`, `response_total`,
 //! `response_latency_ms`, `tcp_open_total`, `tcp_read_bytes_total`,
-//! `tcp_write_bytes_total`; plus the xDS client's `xds_*` series.
+//! `tcp_write_bytes_total`, `inbound_{http,tcp}_authz_deny_total` and the
+//! `identity_cert_*` series; plus the xDS client's `xds_*` series.
+//!
+//! HTTP series carry Linkerd's `tls` label (`true`/`false`) and, for a peer
+//! with a certificate identity, `client_id`.
 //!
 //! The data path never hashes a label set per request: it resolves the
-//! handles of an authority once ([`Metrics::http`]) and caches them in a
-//! lock-free map ([`arc_swap`]); the handles of one status code are cached
-//! the same way inside [`HttpMetrics`].
+//! handles of an authority and peer once ([`Metrics::http_peer`]) and caches
+//! them in a lock-free map ([`arc_swap`]); the handles of one status code are
+//! cached the same way inside [`HttpMetrics`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use std::fmt::Write as _;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabel, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelSetEncoder,
+    LabelValueEncoder,
+};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -73,28 +84,59 @@ struct DirectionLabels {
     direction: Direction,
 }
 
-/// `{direction, authority}`.
+/// `{tls, client_id}`: whether the downstream connection is TLS and, when the
+/// peer presented a certificate identity, that identity (no `client_id` label
+/// otherwise, as in Linkerd).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PeerLabels {
+    tls: bool,
+    client_id: Option<Arc<str>>,
+}
+
+impl EncodeLabelSet for PeerLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> std::fmt::Result {
+        EncodeLabel::encode(&("tls", self.tls), encoder.encode_label())?;
+        if let Some(id) = &self.client_id {
+            EncodeLabel::encode(&("client_id", &**id), encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+/// `{direction, authority, tls, client_id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
     direction: Direction,
     authority: String,
+    #[prometheus(flatten)]
+    peer: PeerLabels,
 }
 
-/// `{direction, authority, status_code, classification}`.
+/// `{direction, authority, tls, client_id, status_code, classification}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ResponseLabels {
     direction: Direction,
     authority: String,
+    #[prometheus(flatten)]
+    peer: PeerLabels,
     status_code: u16,
     classification: Classification,
 }
 
-/// `{direction, authority, status_code}`.
+/// `{direction, authority, tls, client_id, status_code}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct LatencyLabels {
     direction: Direction,
     authority: String,
+    #[prometheus(flatten)]
+    peer: PeerLabels,
     status_code: u16,
+}
+
+/// `{client_id}` of the authorization denials (`""` for a peer without identity).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ClientLabels {
+    client_id: String,
 }
 
 /// Whether a response counts as a success.
@@ -119,8 +161,11 @@ fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS_MS)
 }
 
-/// The HTTP series cache, by direction and authority.
-type AuthorityMap = HashMap<(Direction, Box<str>), Arc<HttpMetrics>>;
+/// The HTTP series cache key: direction, authority, TLS, client identity.
+type SeriesKey = (Direction, Box<str>, bool, Option<Arc<str>>);
+
+/// The HTTP series cache.
+type AuthorityMap = HashMap<SeriesKey, Arc<HttpMetrics>>;
 
 /// The metric families of the HTTP data path.
 #[derive(Debug)]
@@ -155,6 +200,61 @@ pub struct Metrics {
     tcp_inbound: TcpMetrics,
     tcp_outbound: TcpMetrics,
     by_authority: ArcSwap<AuthorityMap>,
+    http_authz_deny: Family<ClientLabels, Counter>,
+    tcp_authz_deny: Family<ClientLabels, Counter>,
+    identity_expiry: Arc<IdentityExpiry>,
+    identity_refresh: Counter,
+}
+
+/// The workload certificate's `not_after`, in Unix seconds; exposed as
+/// `identity_cert_expiration_timestamp_seconds` and, computed at each scrape,
+/// `identity_cert_expiry_seconds`. No series until a certificate is known.
+#[derive(Debug)]
+struct IdentityExpiry {
+    /// `i64::MIN` until set.
+    not_after: AtomicI64,
+}
+
+impl IdentityExpiry {
+    const UNSET: i64 = i64::MIN;
+
+    fn new() -> IdentityExpiry {
+        IdentityExpiry { not_after: AtomicI64::new(Self::UNSET) }
+    }
+
+    fn get(&self) -> Option<i64> {
+        Some(self.not_after.load(Ordering::Relaxed)).filter(|&t| t != Self::UNSET)
+    }
+}
+
+/// Seconds since the Unix epoch, negative before it.
+fn unix_seconds(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_secs()).map_or(i64::MIN + 1, |s| -s),
+    }
+}
+
+impl Collector for IdentityExpiry {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let Some(not_after) = self.get() else { return Ok(()) };
+        let gauge = ConstGauge::new(not_after);
+        let metric = encoder.encode_descriptor(
+            "identity_cert_expiration_timestamp_seconds",
+            "When the workload certificate expires (its not_after), in Unix seconds",
+            None,
+            MetricType::Gauge,
+        )?;
+        gauge.encode(metric)?;
+        let left = ConstGauge::new(not_after.saturating_sub(unix_seconds(SystemTime::now())));
+        let metric = encoder.encode_descriptor(
+            "identity_cert_expiry_seconds",
+            "Seconds until the workload certificate expires (negative once expired)",
+            None,
+            MetricType::Gauge,
+        )?;
+        left.encode(metric)
+    }
 }
 
 impl Default for Metrics {
@@ -189,12 +289,12 @@ impl Metrics {
         };
         registry.register(
             "request",
-            "HTTP requests received, by direction and authority",
+            "HTTP requests received, by direction, authority and peer (tls, client_id)",
             http.request_total.clone(),
         );
         registry.register(
             "response",
-            "HTTP responses sent, by direction, authority, status code and classification",
+            "HTTP responses sent, by direction, authority, peer, status code and classification",
             http.response_total.clone(),
         );
         registry.register(
@@ -228,6 +328,27 @@ impl Metrics {
         let tcp_inbound = tcp(Direction::Inbound);
         let tcp_outbound = tcp(Direction::Outbound);
 
+        let http_authz_deny = Family::<ClientLabels, Counter>::default();
+        let tcp_authz_deny = Family::<ClientLabels, Counter>::default();
+        registry.register(
+            "inbound_http_authz_deny",
+            "Inbound HTTP requests refused by authorization (RBAC), by client identity",
+            http_authz_deny.clone(),
+        );
+        registry.register(
+            "inbound_tcp_authz_deny",
+            "Inbound TCP connections refused by authorization (RBAC), by client identity",
+            tcp_authz_deny.clone(),
+        );
+        let identity_expiry = Arc::new(IdentityExpiry::new());
+        registry.register_collector(Box::new(Arc::clone(&identity_expiry)));
+        let identity_refresh = Counter::default();
+        registry.register(
+            "identity_cert_refresh",
+            "Workload certificates obtained (the first one and each renewal)",
+            identity_refresh.clone(),
+        );
+
         Metrics {
             registry,
             xds_updates,
@@ -237,7 +358,29 @@ impl Metrics {
             tcp_inbound,
             tcp_outbound,
             by_authority: ArcSwap::from_pointee(HashMap::new()),
+            http_authz_deny,
+            tcp_authz_deny,
+            identity_expiry,
+            identity_refresh,
         }
+    }
+
+    /// Counts a request (`http`) or connection refused by authorization, by
+    /// the peer's identity (`""` when it has none).
+    pub fn authz_denied(&self, http: bool, client_id: &str) {
+        let family = if http { &self.http_authz_deny } else { &self.tcp_authz_deny };
+        // Denials are rare: a label lookup per denial is fine.
+        family.get_or_create(&ClientLabels { client_id: client_id.to_owned() }).inc();
+    }
+
+    /// Records the expiry (`not_after`) of the current workload certificate.
+    pub fn set_identity_expiry(&self, not_after: SystemTime) {
+        self.identity_expiry.not_after.store(unix_seconds(not_after), Ordering::Relaxed);
+    }
+
+    /// Counts a workload certificate obtained (first or renewed).
+    pub fn identity_refreshed(&self) {
+        self.identity_refresh.inc();
     }
 
     /// Every series in the Prometheus / OpenMetrics text format.
@@ -259,20 +402,35 @@ impl Metrics {
         }
     }
 
-    /// The HTTP series of one direction and authority, created on first use.
+    /// The HTTP series of one direction and authority for a plaintext peer
+    /// (`tls="false"`, no `client_id`), created on first use.
     pub fn http(&self, direction: Direction, authority: &str) -> Arc<HttpMetrics> {
+        self.http_peer(direction, authority, false, None)
+    }
+
+    /// The HTTP series of one direction, authority and downstream peer
+    /// (`tls`, and `client_id` when the peer has a certificate identity),
+    /// created on first use.
+    pub fn http_peer(
+        &self,
+        direction: Direction,
+        authority: &str,
+        tls: bool,
+        client_id: Option<&str>,
+    ) -> Arc<HttpMetrics> {
         let map = self.by_authority.load();
-        // A lookup by (Direction, &str) without allocating a key.
-        if let Some(found) = lookup(&map, direction, authority) {
+        // A lookup by borrowed parts without allocating a key.
+        if let Some(found) = lookup(&map, direction, authority, tls, client_id) {
             return found;
         }
         let authority = if map.len() >= MAX_AUTHORITIES { OTHER_AUTHORITY } else { authority };
-        if let Some(found) = lookup(&map, direction, authority) {
+        if let Some(found) = lookup(&map, direction, authority, tls, client_id) {
             return found;
         }
         drop(map);
-        let created = Arc::new(HttpMetrics::new(&self.http, direction, authority));
-        let key: (Direction, Box<str>) = (direction, authority.into());
+        let peer = PeerLabels { tls, client_id: client_id.map(Arc::from) };
+        let key: SeriesKey = (direction, authority.into(), tls, peer.client_id.clone());
+        let created = Arc::new(HttpMetrics::new(&self.http, direction, authority, peer));
         let mut result = Arc::clone(&created);
         self.by_authority.rcu(|map| {
             let mut map = HashMap::clone(map);
@@ -283,36 +441,43 @@ impl Metrics {
     }
 }
 
-fn lookup(map: &AuthorityMap, direction: Direction, authority: &str) -> Option<Arc<HttpMetrics>> {
-    // HashMap cannot borrow a tuple key as (Direction, &str); the map is small
-    // per direction in practice, but a linear scan would not be, so hash a
-    // borrowed view instead.
-    map.get(&AuthorityKey { direction, authority } as &dyn KeyView).cloned()
+fn lookup(
+    map: &AuthorityMap,
+    direction: Direction,
+    authority: &str,
+    tls: bool,
+    client_id: Option<&str>,
+) -> Option<Arc<HttpMetrics>> {
+    // HashMap cannot borrow a tuple key as a tuple of borrows; a linear scan
+    // would not stay cheap, so hash a borrowed view instead.
+    map.get(&AuthorityKey { direction, authority, tls, client_id } as &dyn KeyView).cloned()
 }
 
 /// A borrowed view of the cache key, so lookups do not allocate.
 trait KeyView {
-    fn key(&self) -> (Direction, &str);
+    fn key(&self) -> (Direction, &str, bool, Option<&str>);
 }
 
-impl KeyView for (Direction, Box<str>) {
-    fn key(&self) -> (Direction, &str) {
-        (self.0, &self.1)
+impl KeyView for SeriesKey {
+    fn key(&self) -> (Direction, &str, bool, Option<&str>) {
+        (self.0, &self.1, self.2, self.3.as_deref())
     }
 }
 
 struct AuthorityKey<'a> {
     direction: Direction,
     authority: &'a str,
+    tls: bool,
+    client_id: Option<&'a str>,
 }
 
 impl KeyView for AuthorityKey<'_> {
-    fn key(&self) -> (Direction, &str) {
-        (self.direction, self.authority)
+    fn key(&self) -> (Direction, &str, bool, Option<&str>) {
+        (self.direction, self.authority, self.tls, self.client_id)
     }
 }
 
-impl<'a> std::borrow::Borrow<dyn KeyView + 'a> for (Direction, Box<str>) {
+impl<'a> std::borrow::Borrow<dyn KeyView + 'a> for SeriesKey {
     fn borrow(&self) -> &(dyn KeyView + 'a) {
         self
     }
@@ -340,11 +505,12 @@ struct StatusMetrics {
     latency_ms: Histogram,
 }
 
-/// The HTTP series of one direction and authority.
+/// The HTTP series of one direction, authority and peer.
 #[derive(Debug)]
 pub struct HttpMetrics {
     direction: Direction,
     authority: String,
+    peer: PeerLabels,
     request_total: Counter,
     response_total: Family<ResponseLabels, Counter>,
     response_latency_ms: HistogramFamily<LatencyLabels>,
@@ -352,14 +518,17 @@ pub struct HttpMetrics {
 }
 
 impl HttpMetrics {
-    fn new(families: &HttpFamilies, direction: Direction, authority: &str) -> HttpMetrics {
+    fn new(families: &HttpFamilies, direction: Direction, authority: &str, peer: PeerLabels) -> HttpMetrics {
         let authority = authority.to_owned();
-        let request_total = families
-            .request_total
-            .get_or_create_owned(&RequestLabels { direction, authority: authority.clone() });
+        let request_total = families.request_total.get_or_create_owned(&RequestLabels {
+            direction,
+            authority: authority.clone(),
+            peer: peer.clone(),
+        });
         HttpMetrics {
             direction,
             authority,
+            peer,
             request_total,
             response_total: families.response_total.clone(),
             response_latency_ms: families.response_latency_ms.clone(),
@@ -391,12 +560,14 @@ impl HttpMetrics {
             responses: self.response_total.get_or_create_owned(&ResponseLabels {
                 direction: self.direction,
                 authority: self.authority.clone(),
+                peer: self.peer.clone(),
                 status_code: status,
                 classification,
             }),
             latency_ms: self.response_latency_ms.get_or_create_owned(&LatencyLabels {
                 direction: self.direction,
                 authority: self.authority.clone(),
+                peer: self.peer.clone(),
                 status_code: status,
             }),
         });
@@ -435,10 +606,10 @@ mod tests {
         metrics.xds_connected.set(1);
         let text = metrics.encode();
         for line in [
-            r#"request_total{direction="outbound",authority="web.default:80"} 1"#,
-            r#"response_total{direction="outbound",authority="web.default:80",status_code="200",classification="success"} 1"#,
-            r#"response_total{direction="outbound",authority="web.default:80",status_code="503",classification="failure"} 1"#,
-            r#"response_latency_ms_bucket{le="5.0",direction="outbound",authority="web.default:80",status_code="200"} 1"#,
+            r#"request_total{direction="outbound",authority="web.default:80",tls="false"} 1"#,
+            r#"response_total{direction="outbound",authority="web.default:80",tls="false",status_code="200",classification="success"} 1"#,
+            r#"response_total{direction="outbound",authority="web.default:80",tls="false",status_code="503",classification="failure"} 1"#,
+            r#"response_latency_ms_bucket{le="5.0",direction="outbound",authority="web.default:80",tls="false",status_code="200"} 1"#,
             r#"tcp_open_total{direction="inbound"} 1"#,
             r#"tcp_read_bytes_total{direction="inbound"} 10"#,
             r#"xds_updates_total{type="lds"} 1"#,
@@ -453,12 +624,51 @@ mod tests {
         let metrics = Metrics::new();
         let a = metrics.http(Direction::Inbound, "a:80");
         let b = metrics.http(Direction::Inbound, "a:80");
+        let plaintext = metrics.http_peer(Direction::Inbound, "a:80", false, None);
         let other_direction = metrics.http(Direction::Outbound, "a:80");
         assert!(Arc::ptr_eq(&a, &b));
+        assert!(Arc::ptr_eq(&a, &plaintext), "http() is http_peer() without TLS");
         assert!(!Arc::ptr_eq(&a, &other_direction));
         a.request();
         b.request();
-        assert!(metrics.encode().contains(r#"request_total{direction="inbound",authority="a:80"} 2"#));
+        assert!(
+            metrics.encode().contains(r#"request_total{direction="inbound",authority="a:80",tls="false"} 2"#)
+        );
+    }
+
+    #[test]
+    fn each_peer_has_its_series() {
+        const WEB: &str = "spiffe://cluster.local/ns/default/sa/web";
+        const API: &str = "spiffe://cluster.local/ns/default/sa/api";
+        let metrics = Metrics::new();
+        let web = metrics.http_peer(Direction::Inbound, "a:80", true, Some(WEB));
+        let web_again = metrics.http_peer(Direction::Inbound, "a:80", true, Some(WEB));
+        let api = metrics.http_peer(Direction::Inbound, "a:80", true, Some(API));
+        let anonymous_tls = metrics.http_peer(Direction::Inbound, "a:80", true, None);
+        let plaintext = metrics.http(Direction::Inbound, "a:80");
+        assert!(Arc::ptr_eq(&web, &web_again));
+        for (i, x) in [&web, &api, &anonymous_tls, &plaintext].into_iter().enumerate() {
+            for y in [&web, &api, &anonymous_tls, &plaintext].into_iter().skip(i + 1) {
+                assert!(!Arc::ptr_eq(x, y));
+            }
+        }
+        web.request();
+        web_again.request();
+        web.response(403, Duration::from_millis(2));
+        api.request();
+        anonymous_tls.request();
+        plaintext.request();
+        let text = metrics.encode();
+        for line in [
+            r#"request_total{direction="inbound",authority="a:80",tls="true",client_id="spiffe://cluster.local/ns/default/sa/web"} 2"#,
+            r#"request_total{direction="inbound",authority="a:80",tls="true",client_id="spiffe://cluster.local/ns/default/sa/api"} 1"#,
+            r#"request_total{direction="inbound",authority="a:80",tls="true"} 1"#,
+            r#"request_total{direction="inbound",authority="a:80",tls="false"} 1"#,
+            r#"response_total{direction="inbound",authority="a:80",tls="true",client_id="spiffe://cluster.local/ns/default/sa/web",status_code="403",classification="success"} 1"#,
+            r#"response_latency_ms_bucket{le="2.0",direction="inbound",authority="a:80",tls="true",client_id="spiffe://cluster.local/ns/default/sa/web",status_code="403"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
     }
 
     #[test]
@@ -469,6 +679,64 @@ mod tests {
         }
         let late = metrics.http(Direction::Outbound, "late");
         late.request();
-        assert!(metrics.encode().contains(r#"request_total{direction="outbound",authority="_other"} 1"#));
+        let late_peer = metrics.http_peer(Direction::Outbound, "late2", true, Some("id"));
+        late_peer.request();
+        let text = metrics.encode();
+        assert!(text.contains(r#"request_total{direction="outbound",authority="_other",tls="false"} 1"#));
+        assert!(text.contains(
+            r#"request_total{direction="outbound",authority="_other",tls="true",client_id="id"} 1"#
+        ));
+    }
+
+    #[test]
+    fn authorization_denials_by_client() {
+        let metrics = Metrics::new();
+        metrics.authz_denied(true, "spiffe://td/ns/a/sa/b");
+        metrics.authz_denied(true, "spiffe://td/ns/a/sa/b");
+        metrics.authz_denied(true, "");
+        metrics.authz_denied(false, "spiffe://td/ns/a/sa/c");
+        let text = metrics.encode();
+        for line in [
+            "# TYPE inbound_http_authz_deny counter",
+            r#"inbound_http_authz_deny_total{client_id="spiffe://td/ns/a/sa/b"} 2"#,
+            r#"inbound_http_authz_deny_total{client_id=""} 1"#,
+            "# TYPE inbound_tcp_authz_deny counter",
+            r#"inbound_tcp_authz_deny_total{client_id="spiffe://td/ns/a/sa/c"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert!(!text.contains(r#"inbound_tcp_authz_deny_total{client_id="spiffe://td/ns/a/sa/b"}"#));
+    }
+
+    /// The value of an unlabelled series.
+    fn value(text: &str, name: &str) -> Option<i64> {
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn identity_series_appear_with_a_certificate() {
+        let metrics = Metrics::new();
+        let text = metrics.encode();
+        assert!(!text.contains("identity_cert_expiration_timestamp_seconds"), "{text}");
+        assert!(!text.contains("identity_cert_expiry_seconds"), "{text}");
+        assert_eq!(value(&text, "identity_cert_refresh_total"), Some(0));
+
+        let now = SystemTime::now();
+        let not_after = now + Duration::from_secs(3_600);
+        metrics.set_identity_expiry(not_after);
+        metrics.identity_refreshed();
+        let text = metrics.encode();
+        let unix = |t: SystemTime| i64::try_from(t.duration_since(UNIX_EPOCH).unwrap().as_secs()).unwrap();
+        assert!(text.contains("# TYPE identity_cert_expiration_timestamp_seconds gauge"), "{text}");
+        assert!(text.contains("# TYPE identity_cert_expiry_seconds gauge"), "{text}");
+        assert_eq!(value(&text, "identity_cert_expiration_timestamp_seconds"), Some(unix(not_after)));
+        let left = value(&text, "identity_cert_expiry_seconds").unwrap();
+        assert!((3_590..=3_600).contains(&left), "{left}");
+        assert_eq!(value(&text, "identity_cert_refresh_total"), Some(1));
+
+        // Computed at scrape time: an expired certificate reads negative.
+        metrics.set_identity_expiry(now - Duration::from_secs(60));
+        let left = value(&metrics.encode(), "identity_cert_expiry_seconds").unwrap();
+        assert!((-70..=-60).contains(&left), "{left}");
     }
 }

@@ -60,12 +60,12 @@ async fn host_routing_and_weighted_split() {
 
     let metrics = proxy.metrics.encode();
     assert!(
-        metrics.contains(r#"request_total{direction="outbound",authority="split.local"} 400"#),
+        metrics.contains(r#"request_total{direction="outbound",authority="split.local",tls="false"} 400"#),
         "{metrics}"
     );
     assert!(
         metrics.contains(
-            r#"response_total{direction="outbound",authority="a.local",status_code="200",classification="success"} 1"#
+            r#"response_total{direction="outbound",authority="a.local",tls="false",status_code="200",classification="success"} 1"#
         ),
         "{metrics}"
     );

@@ -213,7 +213,7 @@ async fn delta_acks_nacks_by_resource_gates_readiness_and_resumes_with_initial_r
     let detail = nack.error_detail.expect("a NACK").message;
     assert!(
         detail.starts_with(
-            "listener http: filter_chains[0].transport_socket.typed_config: unsupported transport socket"
+            "listener http: filter_chains[0].transport_socket.typed_config.common_tls_context: required"
         ),
         "{detail}"
     );

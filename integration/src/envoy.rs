@@ -17,6 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::agent::Agent;
 use crate::child::{LOG_TAIL_LINES, LoggedChild};
 use crate::paths::target_dir;
 
@@ -147,11 +148,15 @@ pub fn envoy_version(bin: &Path) -> anyhow::Result<String> {
 /// Its files (bootstrap, log, admin address) live in a temporary directory that is
 /// removed on drop, unless the thread is panicking: then the directory is kept and
 /// the log's tail is printed, so a failed test shows what Envoy said.
+///
+/// A meshed Envoy carries the [`Agent`] that serves it its certificates over SDS; the
+/// agent is killed right after Envoy.
 #[derive(Debug)]
 pub struct Envoy {
     process: LoggedChild,
     admin_addr: SocketAddr,
     admin: Client<HttpConnector, Empty<Bytes>>,
+    agent: Option<Box<Agent>>,
 }
 
 /// Makes `--base-id` unique among this process's Envoys.
@@ -201,7 +206,22 @@ impl Envoy {
                 return Err(e.context(format!("Envoy did not start; its log ends with:\n{tail}")));
             }
         };
-        Ok(Envoy { process, admin_addr, admin: Client::builder(TokioExecutor::new()).build_http() })
+        Ok(Envoy {
+            process,
+            admin_addr,
+            admin: Client::builder(TokioExecutor::new()).build_http(),
+            agent: None,
+        })
+    }
+
+    /// Hands Envoy the agent that serves its SDS socket: it now lives as long as Envoy.
+    pub fn attach_agent(&mut self, agent: Option<Agent>) {
+        self.agent = agent.map(Box::new);
+    }
+
+    /// The SDS agent beside it, if it is meshed.
+    pub fn agent(&self) -> Option<&Agent> {
+        self.agent.as_deref()
     }
 
     /// Where Envoy's admin API listens.
@@ -224,9 +244,17 @@ impl Envoy {
         self.process.dir()
     }
 
-    /// The last `n` lines of Envoy's log.
+    /// The last `n` lines of Envoy's log (and of its agent's, if it has one).
     pub fn log_tail(&self, n: usize) -> String {
-        self.process.log_tail(n)
+        match &self.agent {
+            Some(agent) => format!(
+                "{}\n---- its weft-agent (pid {}) ----\n{}",
+                self.process.log_tail(n),
+                agent.pid(),
+                agent.log_tail(n)
+            ),
+            None => self.process.log_tail(n),
+        }
     }
 
     /// `Some(status)` once the process has exited.
@@ -267,6 +295,12 @@ impl Envoy {
 
     /// Prints the log's tail and makes the error for a failed wait.
     fn failed(&self, what: String) -> anyhow::Error {
+        if let Some(agent) = &self.agent {
+            eprintln!(
+                "---- last {LOG_TAIL_LINES} lines of its weft-agent's log ----\n{}\n---- end ----",
+                agent.log_tail(LOG_TAIL_LINES)
+            );
+        }
         self.process.failed(what)
     }
 

@@ -1,6 +1,14 @@
 //! A local mesh for tests: the control plane on a copy of an example's (or a test
 //! scenario's) manifests, rewritten onto the test's own loopback subnet, and the
 //! workloads' proxies and apps on that subnet.
+//!
+//! Like a real one, the mesh runs mTLS by default: the control plane keeps its CA in
+//! the mesh's temporary directory, serves xDS over TLS, and certifies each proxy that
+//! proves who it is with its workload token. weft-proxy gets `--ca-file`, `--token-file`
+//! and `--trust-domain`; stock Envoy gets a `weft-agent` beside it and a bootstrap that
+//! reads its certificates from the agent's SDS socket. [`MeshBuilder`] changes the
+//! defaults: strict authorization, the certificates' lifetime, or plaintext for the
+//! tests that need it.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -9,14 +17,18 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Context;
-use weft_control::bootstrap::{AdsMode, BootstrapConfig, envoy_bootstrap};
-use weft_control::server::{ControlConfig, RunningControl};
+use weft_control::bootstrap::AdsMode;
+use weft_control::server::{ControlConfig, IdentityConfig, RunningControl};
+use weft_control::translate::{AuthzMode, MeshOptions};
+use weft_xds_protos::envoy::config::core::v3::Node;
 
 use crate::backend::Failures;
 use crate::child::LoggedChild;
 use crate::grpc::GrpcServer;
+use crate::identity::{CONTROL_SERVER_NAME, LeafCert, MeshIdentity, TRUST_DOMAIN};
 use crate::proxy::{Proxy, ProxyConfig, ProxyKind};
 use crate::tcp::TcpEcho;
+use crate::xds_client::{DeltaStream, ScriptedAdsClient, SotwStream};
 use crate::{Backend, Envoy, Subnet};
 
 /// The address prefix the examples use for pod IPs; tests move it to their subnet.
@@ -24,6 +36,9 @@ pub const EXAMPLE_PREFIX: &str = "127.0.10.";
 
 /// Manifest reload interval of a test's control plane.
 const RELOAD_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Workload certificates' lifetime unless a test says otherwise (the control plane's default).
+pub const DEFAULT_CERT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// The workspace's `examples/` directory.
 pub fn examples_dir() -> PathBuf {
@@ -54,6 +69,80 @@ enum Control {
     Process(LoggedChild),
 }
 
+/// How a mesh secures its hops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Security {
+    /// mTLS between proxies, xDS over TLS, a CA; `false` is `--insecure-plaintext`.
+    pub mtls: bool,
+    /// How TrafficTargets are enforced.
+    pub authz: AuthzMode,
+    /// Lifetime of workload certificates.
+    pub cert_lifetime: Duration,
+    /// The SPIFFE trust domain.
+    pub trust_domain: String,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            mtls: true,
+            authz: AuthzMode::Permissive,
+            cert_lifetime: DEFAULT_CERT_LIFETIME,
+            trust_domain: TRUST_DOMAIN.to_owned(),
+        }
+    }
+}
+
+/// A [`LocalMesh`] to start: where its manifests come from, how its control plane runs,
+/// and how it secures its hops (mTLS and permissive authorization by default).
+#[derive(Debug, Clone)]
+pub struct MeshBuilder {
+    src: PathBuf,
+    mode: ControlMode,
+    security: Security,
+}
+
+impl MeshBuilder {
+    /// The control plane as `weft control` in a child process.
+    pub fn process(self) -> MeshBuilder {
+        self.control(ControlMode::Process)
+    }
+
+    /// How the control plane runs.
+    pub fn control(mut self, mode: ControlMode) -> MeshBuilder {
+        self.mode = mode;
+        self
+    }
+
+    /// SMI's strict authorization: deny unless a TrafficTarget allows.
+    pub fn strict(self) -> MeshBuilder {
+        self.authz(AuthzMode::Strict)
+    }
+
+    /// The authorization mode.
+    pub fn authz(mut self, authz: AuthzMode) -> MeshBuilder {
+        self.security.authz = authz;
+        self
+    }
+
+    /// Workload certificates last `lifetime` (renewed at 70 % of it).
+    pub fn cert_lifetime(mut self, lifetime: Duration) -> MeshBuilder {
+        self.security.cert_lifetime = lifetime;
+        self
+    }
+
+    /// No mTLS, no CA, xDS in plaintext (`--insecure-plaintext` everywhere).
+    pub fn plaintext(mut self) -> MeshBuilder {
+        self.security.mtls = false;
+        self
+    }
+
+    /// Starts it.
+    pub async fn start(self) -> anyhow::Result<LocalMesh> {
+        LocalMesh::start_with(&self.src, self.mode, self.security).await
+    }
+}
+
 /// A control plane serving a temporary copy of a manifest directory.
 #[derive(Debug)]
 pub struct LocalMesh {
@@ -61,6 +150,9 @@ pub struct LocalMesh {
     pub subnet: Subnet,
     /// The manifest directory the control plane watches.
     pub dir: tempfile::TempDir,
+    /// The mesh's own files: the CA directory (`ca/`).
+    state: tempfile::TempDir,
+    security: Security,
     mode: ControlMode,
     control: Option<Control>,
     xds_addr: SocketAddr,
@@ -78,9 +170,31 @@ impl LocalMesh {
         LocalMesh::start(&manifests_dir().join(name), ControlMode::InProcess).await
     }
 
-    /// Copies `src/*.yaml` with pod IPs moved to a fresh subnet and starts the control plane.
+    /// A mesh on `src/*.yaml` to configure before starting: in-process control plane,
+    /// mTLS, permissive authorization, 24-hour certificates.
+    pub fn builder(src: &Path) -> MeshBuilder {
+        MeshBuilder { src: src.to_path_buf(), mode: ControlMode::InProcess, security: Security::default() }
+    }
+
+    /// [`LocalMesh::builder`] on `examples/<name>`.
+    pub fn example_builder(name: &str) -> MeshBuilder {
+        LocalMesh::builder(&examples_dir().join(name))
+    }
+
+    /// [`LocalMesh::builder`] on `integration/manifests/<name>`.
+    pub fn manifests_builder(name: &str) -> MeshBuilder {
+        LocalMesh::builder(&manifests_dir().join(name))
+    }
+
+    /// Copies `src/*.yaml` with pod IPs moved to a fresh subnet and starts the control
+    /// plane, with mTLS and permissive authorization.
     pub async fn start(src: &Path, mode: ControlMode) -> anyhow::Result<LocalMesh> {
+        LocalMesh::start_with(src, mode, Security::default()).await
+    }
+
+    async fn start_with(src: &Path, mode: ControlMode, security: Security) -> anyhow::Result<LocalMesh> {
         let subnet = Subnet::claim()?;
+        let state = tempfile::Builder::new().prefix("weft-mesh-").tempdir()?;
         let dir = tempfile::Builder::new().prefix("weft-manifests-").tempdir()?;
         let mut files: Vec<PathBuf> = std::fs::read_dir(src)
             .with_context(|| format!("reading {}", src.display()))?
@@ -103,11 +217,47 @@ impl LocalMesh {
             admin_addr: subnet.addr(250, admin_port),
             subnet,
             dir,
+            state,
+            security,
             mode,
             control: None,
         };
         mesh.restart_control().await?;
         Ok(mesh)
+    }
+
+    /// How this mesh secures its hops.
+    pub fn security(&self) -> &Security {
+        &self.security
+    }
+
+    /// The control plane's CA directory (`--ca-dir`): root certificate and key, token key.
+    pub fn ca_dir(&self) -> PathBuf {
+        self.state.path().join("ca")
+    }
+
+    /// What a meshed proxy proves its identity with; `None` in a plaintext mesh.
+    pub fn identity(&self) -> Option<MeshIdentity> {
+        self.security
+            .mtls
+            .then(|| MeshIdentity { ca_dir: self.ca_dir(), trust_domain: self.security.trust_domain.clone() })
+    }
+
+    /// The identity of a mesh with mTLS; an error in a plaintext one.
+    pub fn mesh_identity(&self) -> anyhow::Result<MeshIdentity> {
+        self.identity().context("this mesh runs without mTLS")
+    }
+
+    fn mesh_options(&self) -> MeshOptions {
+        if self.security.mtls {
+            MeshOptions {
+                mtls: true,
+                authz: self.security.authz,
+                trust_domain: self.security.trust_domain.clone(),
+            }
+        } else {
+            MeshOptions { authz: self.security.authz, ..MeshOptions::plaintext() }
+        }
     }
 
     fn running(&self) -> anyhow::Result<&Control> {
@@ -148,8 +298,11 @@ impl LocalMesh {
                     xds_addr: self.xds_addr,
                     admin_addr: self.admin_addr,
                     reload_interval: RELOAD_INTERVAL,
-                    mesh: weft_control::translate::MeshOptions::plaintext(),
-                    identity: None,
+                    mesh: self.mesh_options(),
+                    identity: self.security.mtls.then(|| IdentityConfig {
+                        ca_dir: self.ca_dir(),
+                        cert_lifetime: self.security.cert_lifetime,
+                    }),
                 };
                 let control = weft_control::server::start(config).await?;
                 // Port 0 the first time: later restarts reuse what was bound.
@@ -167,6 +320,16 @@ impl LocalMesh {
                     .args(["--admin-addr", &self.admin_addr.to_string()])
                     .args(["--reload-interval-ms", &RELOAD_INTERVAL.as_millis().to_string()])
                     .args(["--log", "info"]);
+                if self.security.mtls {
+                    command
+                        .arg("--ca-dir")
+                        .arg(self.ca_dir())
+                        .args(["--cert-lifetime", &format!("{}s", self.security.cert_lifetime.as_secs())])
+                        .args(["--trust-domain", &self.security.trust_domain])
+                        .args(["--authz", authz_flag(self.security.authz)]);
+                } else {
+                    command.arg("--insecure-plaintext");
+                }
                 let process = LoggedChild::spawn("weft-control", command)?;
                 let admin = self.admin_addr;
                 let ready = crate::eventually("the control plane to be ready", || async {
@@ -247,7 +410,8 @@ impl LocalMesh {
             self.subnet.ip(host),
             self.xds_addr()?,
             mode,
-        ))
+        )
+        .with_identity(self.identity()))
     }
 
     /// Starts a proxy of `kind` for pod `127.0.10.host`, and waits until it is ready
@@ -264,7 +428,8 @@ impl LocalMesh {
         Proxy::start(kind, &self.proxy_config(node_id, namespace, service_account, host, mode)?).await
     }
 
-    /// Starts stock Envoy as the proxy of pod `127.0.10.host`, and waits until it is LIVE.
+    /// Starts stock Envoy (with its weft-agent, in a mesh with mTLS) as the proxy of pod
+    /// `127.0.10.host`, and waits until it is LIVE.
     pub async fn envoy(
         &self,
         node_id: &str,
@@ -273,19 +438,55 @@ impl LocalMesh {
         host: u8,
         mode: AdsMode,
     ) -> anyhow::Result<Envoy> {
-        let pod_ip: IpAddr = self.subnet.ip(host);
-        let bootstrap = envoy_bootstrap(&BootstrapConfig {
-            node_id: node_id.into(),
-            namespace: namespace.into(),
-            service_account: service_account.into(),
-            pod_ip,
-            xds_addr: self.xds_addr()?.to_string(),
-            admin_addr: SocketAddr::new(pod_ip, 0),
-            mode,
-        })?;
-        let envoy = Envoy::start(&bootstrap).await?;
-        envoy.wait_live(crate::patience()).await?;
-        Ok(envoy)
+        crate::proxy::start_envoy(&self.proxy_config(node_id, namespace, service_account, host, mode)?).await
+    }
+
+    /// The pod IP of `127.0.10.host`.
+    pub fn pod_ip(&self, host: u8) -> IpAddr {
+        self.subnet.ip(host)
+    }
+
+    /// A workload certificate for `namespace`/`service_account`, obtained from the control
+    /// plane's identity service with the workload's token, as a proxy gets its own.
+    pub async fn certify(&self, namespace: &str, service_account: &str) -> anyhow::Result<LeafCert> {
+        self.mesh_identity()?.certify(self.xds_addr()?, namespace, service_account).await
+    }
+
+    /// A scripted ADS client connected as the workload `namespace`/`service_account`: over
+    /// TLS with that workload's certificate in a mesh with mTLS (the control plane checks
+    /// that it matches the node's metadata), in plaintext otherwise.
+    pub async fn ads_client(
+        &self,
+        namespace: &str,
+        service_account: &str,
+    ) -> anyhow::Result<ScriptedAdsClient> {
+        let xds = self.xds_addr()?;
+        let Some(identity) = self.identity() else {
+            return ScriptedAdsClient::connect(xds).await;
+        };
+        let cert = identity.certify(xds, namespace, service_account).await?;
+        let roots = [identity.root()?];
+        let config = crate::identity::client_config(
+            Some(&cert),
+            &roots,
+            Some(identity.control_identity()?),
+            &[b"h2"],
+        )?;
+        let channel = crate::identity::tls_channel(xds, CONTROL_SERVER_NAME, config).await?;
+        Ok(ScriptedAdsClient::from_channel(channel))
+    }
+
+    /// [`LocalMesh::ads_client`] for `node`'s namespace and ServiceAccount (from its
+    /// metadata), with a SotW stream open.
+    pub async fn connect_sotw(&self, node: Node) -> anyhow::Result<SotwStream> {
+        let (ns, sa) = node_identity(&node)?;
+        Ok(self.ads_client(&ns, &sa).await?.sotw(node))
+    }
+
+    /// [`LocalMesh::connect_sotw`] with a Delta stream.
+    pub async fn connect_delta(&self, node: Node) -> anyhow::Result<DeltaStream> {
+        let (ns, sa) = node_identity(&node)?;
+        Ok(self.ads_client(&ns, &sa).await?.delta(node))
     }
 
     /// `GET` on the control plane's admin API.
@@ -339,6 +540,30 @@ impl LocalMesh {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         ))
     }
+}
+
+/// `--authz`'s value for `mode`.
+fn authz_flag(mode: AuthzMode) -> &'static str {
+    match mode {
+        AuthzMode::Permissive => "permissive",
+        AuthzMode::Strict => "strict",
+    }
+}
+
+/// A node's namespace and ServiceAccount, from its metadata.
+fn node_identity(node: &Node) -> anyhow::Result<(String, String)> {
+    use weft_xds_protos::google::protobuf::value::Kind;
+    let field = |key: &str| {
+        node.metadata
+            .as_ref()
+            .and_then(|m| m.fields.get(key))
+            .and_then(|v| match &v.kind {
+                Some(Kind::StringValue(s)) => Some(s.clone()),
+                _ => None,
+            })
+            .with_context(|| format!("node {} has no {key} in its metadata", node.id))
+    };
+    Ok((field(crate::xds_client::META_NAMESPACE)?, field(crate::xds_client::META_SERVICE_ACCOUNT)?))
 }
 
 fn subnet_prefix(subnet: &Subnet) -> String {

@@ -35,19 +35,7 @@ fn choose_target_dir(from_env: Option<PathBuf>, exe: Option<PathBuf>, workspace:
 ///
 /// It is not built on demand: `cargo test -p weft-integration` builds the library only.
 pub fn weft_bin() -> anyhow::Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("WEFT_BIN").filter(|b| !b.is_empty()) {
-        let bin = PathBuf::from(bin);
-        anyhow::ensure!(bin.is_file(), "WEFT_BIN={} does not exist", bin.display());
-        return Ok(bin);
-    }
-    let bin = binary_next_to(&std::env::current_exe()?, "weft");
-    anyhow::ensure!(
-        bin.is_file(),
-        "the weft binary is not built: {} is missing; run `cargo build -p weft-control` \
-         (with the same profile as the tests) first",
-        bin.display()
-    );
-    Ok(bin)
+    built_binary("WEFT_BIN", "weft", "weft-control")
 }
 
 /// The `weft-proxy` binary (the sidecar) that cargo built next to the running test.
@@ -56,15 +44,28 @@ pub fn weft_bin() -> anyhow::Result<PathBuf> {
 /// Like [`weft_bin`], it is not built on demand: `cargo nextest run --workspace` builds it
 /// (for `dataplane/tests/cli.rs`); `cargo nextest run -p weft-integration` does not.
 pub fn weft_proxy_bin() -> anyhow::Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("WEFT_PROXY_BIN").filter(|b| !b.is_empty()) {
+    built_binary("WEFT_PROXY_BIN", "weft-proxy", "weft-proxy")
+}
+
+/// The `weft-agent` binary (the SDS agent beside stock Envoy, from the `weft-proxy`
+/// package) that cargo built next to the running test. `$WEFT_AGENT_BIN` overrides it.
+/// Built by `cargo build -p weft-proxy`, like [`weft_proxy_bin`].
+pub fn weft_agent_bin() -> anyhow::Result<PathBuf> {
+    built_binary("WEFT_AGENT_BIN", "weft-agent", "weft-proxy")
+}
+
+/// `$env` if set, else binary `name` next to the running test; an error saying how to
+/// build it (`cargo build -p package`) if it is missing.
+fn built_binary(env: &str, name: &str, package: &str) -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os(env).filter(|b| !b.is_empty()) {
         let bin = PathBuf::from(bin);
-        anyhow::ensure!(bin.is_file(), "WEFT_PROXY_BIN={} does not exist", bin.display());
+        anyhow::ensure!(bin.is_file(), "{env}={} does not exist", bin.display());
         return Ok(bin);
     }
-    let bin = binary_next_to(&std::env::current_exe()?, "weft-proxy");
+    let bin = binary_next_to(&std::env::current_exe()?, name);
     anyhow::ensure!(
         bin.is_file(),
-        "the weft-proxy binary is not built: {} is missing; run `cargo build -p weft-proxy` \
+        "the {name} binary is not built: {} is missing; run `cargo build -p {package}` \
          (with the same profile as the tests) first",
         bin.display()
     );

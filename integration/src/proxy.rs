@@ -9,6 +9,7 @@
 //! `"name"`, as in Envoy's own config dump).
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -17,11 +18,13 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use weft_control::bootstrap::{AdsMode, BootstrapConfig, envoy_bootstrap};
+use weft_control::bootstrap::{AdsMode, BootstrapConfig, BootstrapTls, XdsTransport, envoy_bootstrap_with};
 use weft_xds_protos::type_url;
 
 use crate::Envoy;
+use crate::agent::Agent;
 use crate::child::LoggedChild;
+use crate::identity::MeshIdentity;
 
 /// The admin port weft-proxy gets on its pod IP (Linkerd's, as in the design).
 pub const WEFT_PROXY_ADMIN_PORT: u16 = 4191;
@@ -62,10 +65,13 @@ pub struct ProxyConfig {
     pub mode: AdsMode,
     /// The app's port (weft-proxy's `--app-port`), if the test wants to say.
     pub app_port: Option<u16>,
+    /// Where its identity comes from; `None` runs it with `--insecure-plaintext` (xDS
+    /// without TLS, no certificate), as against a fake ADS server.
+    pub identity: Option<MeshIdentity>,
 }
 
 impl ProxyConfig {
-    /// A config with the default ports and no app port.
+    /// A config with the default ports, no app port and no identity (plaintext).
     pub fn new(
         node_id: &str,
         namespace: &str,
@@ -82,7 +88,14 @@ impl ProxyConfig {
             xds_addr,
             mode,
             app_port: None,
+            identity: None,
         }
+    }
+
+    /// The same config, with the identity `identity` (a meshed proxy: mTLS, xDS over TLS).
+    pub fn with_identity(mut self, identity: Option<MeshIdentity>) -> ProxyConfig {
+        self.identity = identity;
+        self
     }
 }
 
@@ -99,20 +112,7 @@ impl Proxy {
     /// Starts a proxy of `kind` and waits until it is ready (its first full config is applied).
     pub async fn start(kind: ProxyKind, config: &ProxyConfig) -> anyhow::Result<Proxy> {
         match kind {
-            ProxyKind::Envoy => {
-                let bootstrap = envoy_bootstrap(&BootstrapConfig {
-                    node_id: config.node_id.clone(),
-                    namespace: config.namespace.clone(),
-                    service_account: config.service_account.clone(),
-                    pod_ip: config.pod_ip,
-                    xds_addr: config.xds_addr.to_string(),
-                    admin_addr: SocketAddr::new(config.pod_ip, 0),
-                    mode: config.mode,
-                })?;
-                let envoy = Envoy::start(&bootstrap).await?;
-                envoy.wait_live(crate::patience()).await?;
-                Ok(Proxy::Envoy(envoy))
-            }
+            ProxyKind::Envoy => Ok(Proxy::Envoy(start_envoy(config).await?)),
             ProxyKind::Weft => {
                 let proxy = WeftProxy::start(config).await?;
                 proxy.wait_ready(crate::patience()).await?;
@@ -211,6 +211,56 @@ impl Drop for Proxy {
 /// Lines of a proxy's log printed when it is dropped.
 const DROP_TAIL_LINES: usize = 40;
 
+/// Starts stock Envoy for `config` and waits until it is `LIVE`. A meshed Envoy
+/// (`config.identity` set) first gets its [`Agent`], whose SDS socket its bootstrap
+/// names; the agent lives (and dies) with the returned [`Envoy`].
+pub async fn start_envoy(config: &ProxyConfig) -> anyhow::Result<Envoy> {
+    let agent = match &config.identity {
+        Some(identity) => {
+            let agent = Agent::start(config, identity)?;
+            agent.wait_ready(crate::patience()).await?;
+            Some(agent)
+        }
+        None => None,
+    };
+    let bootstrap = envoy_bootstrap_for(config, agent.as_ref().map(Agent::socket))?;
+    let mut envoy = Envoy::start(&bootstrap).await?;
+    envoy.attach_agent(agent);
+    envoy.wait_live(crate::patience()).await?;
+    Ok(envoy)
+}
+
+/// What `weft envoy-bootstrap` prints for `config`: admin on the pod IP (port 0), and,
+/// with an SDS socket, the `weft-sds` cluster and xDS over TLS; without, plaintext xDS.
+pub fn envoy_bootstrap_for(config: &ProxyConfig, sds_socket: Option<&Path>) -> anyhow::Result<String> {
+    let transport = match (sds_socket, &config.identity) {
+        (Some(socket), Some(identity)) => XdsTransport::Tls(BootstrapTls {
+            sds_socket: socket.to_path_buf(),
+            control_identity: identity.control_identity()?,
+        }),
+        _ => XdsTransport::Plaintext,
+    };
+    let bootstrap = BootstrapConfig {
+        node_id: config.node_id.clone(),
+        namespace: config.namespace.clone(),
+        service_account: config.service_account.clone(),
+        pod_ip: config.pod_ip,
+        xds_addr: config.xds_addr.to_string(),
+        admin_addr: SocketAddr::new(config.pod_ip, 0),
+        mode: config.mode,
+    };
+    Ok(envoy_bootstrap_with(&bootstrap, &transport)?)
+}
+
+/// Removes every `WEFT_*` variable of the test's environment from `command`: flags say everything.
+pub(crate) fn clear_weft_env(command: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("WEFT_") {
+            command.env_remove(key);
+        }
+    }
+}
+
 /// The names of every listener object (`"@type"` Listener) anywhere in a config dump.
 pub fn listeners_in_dump(dump: &serde_json::Value) -> Vec<String> {
     fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
@@ -235,14 +285,18 @@ pub fn listeners_in_dump(dump: &serde_json::Value) -> Vec<String> {
 }
 
 /// A plain HTTP/1.1 admin client.
-type AdminClient = Client<HttpConnector, Empty<Bytes>>;
+pub(crate) type AdminClient = Client<HttpConnector, Empty<Bytes>>;
 
-fn admin_client() -> AdminClient {
+pub(crate) fn admin_client() -> AdminClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
 /// `GET http://addr/path` with a short timeout: status and body.
-async fn admin_get(client: &AdminClient, addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+pub(crate) async fn admin_get(
+    client: &AdminClient,
+    addr: SocketAddr,
+    path: &str,
+) -> anyhow::Result<(u16, String)> {
     let uri = format!("http://{addr}{path}");
     let exchange = async {
         let resp = client.get(uri.parse()?).await.map_err(|e| anyhow::anyhow!("GET {uri}: {e}"))?;
@@ -259,6 +313,8 @@ async fn admin_get(client: &AdminClient, addr: SocketAddr, path: &str) -> anyhow
 ///
 /// It runs with `WEFT_LOG=info,weft_proxy=debug` and no other `WEFT_*` variable from the
 /// test's environment (flags say everything), logging to a file (see [`WeftProxy::log_tail`]).
+/// A meshed one (`identity` set) gets `--ca-file`, `--token-file` (a 0600 file in its
+/// temporary directory) and `--trust-domain`; otherwise `--insecure-plaintext`.
 #[derive(Debug)]
 pub struct WeftProxy {
     process: LoggedChild,
@@ -272,10 +328,22 @@ impl WeftProxy {
     pub async fn start(config: &ProxyConfig) -> anyhow::Result<WeftProxy> {
         let bin = crate::weft_proxy_bin()?;
         let admin_addr = SocketAddr::new(config.pod_ip, WEFT_PROXY_ADMIN_PORT);
+        let dir = tempfile::Builder::new().prefix("weft-weft-proxy-").tempdir()?;
         let mut command = Command::new(&bin);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("WEFT_") {
-                command.env_remove(key);
+        clear_weft_env(&mut command);
+        match &config.identity {
+            Some(identity) => {
+                let token =
+                    identity.write_token_file(dir.path(), &config.namespace, &config.service_account)?;
+                command
+                    .arg("--ca-file")
+                    .arg(identity.ca_file())
+                    .arg("--token-file")
+                    .arg(token)
+                    .args(["--trust-domain", &identity.trust_domain]);
+            }
+            None => {
+                command.arg("--insecure-plaintext");
             }
         }
         command
@@ -295,7 +363,7 @@ impl WeftProxy {
         if config.mode == AdsMode::Sotw {
             command.arg("--sotw");
         }
-        let process = LoggedChild::spawn("weft-proxy", command)?;
+        let process = LoggedChild::spawn_in(dir, "weft-proxy", command)?;
         Ok(WeftProxy { process, admin_addr, admin: admin_client() })
     }
 

@@ -127,6 +127,12 @@ impl ScriptedAdsClient {
         Ok(ScriptedAdsClient { client })
     }
 
+    /// A client on a channel the caller made (e.g. over TLS, see
+    /// [`LocalMesh::ads_client`](crate::mesh::LocalMesh::ads_client)).
+    pub fn from_channel(channel: Channel) -> ScriptedAdsClient {
+        ScriptedAdsClient { client: AggregatedDiscoveryServiceClient::new(channel) }
+    }
+
     /// Connects and opens a SotW stream (`StreamAggregatedResources`) as `node`.
     pub async fn connect_sotw(addr: SocketAddr, node: Node) -> anyhow::Result<SotwStream> {
         Ok(ScriptedAdsClient::connect(addr).await?.sotw(node))

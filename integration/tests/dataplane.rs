@@ -639,8 +639,20 @@ fn envoy_validates_bootstrap(args: &[&str]) -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn envoy_accepts_the_bootstrap_weft_prints() -> anyhow::Result<()> {
+    // Envoy does not dial the SDS socket to validate; it need not exist.
+    let sds = ["--sds-socket", "/run/weft/sds/agent.sock"];
     for flavour in ["--delta", "--sotw"] {
-        envoy_validates_bootstrap(&["--node-id", "web", "--namespace", "shop", flavour])?;
+        envoy_validates_bootstrap(
+            &[&["--node-id", "web", "--namespace", "shop", flavour][..], &sds].concat(),
+        )?;
+        envoy_validates_bootstrap(&[
+            "--node-id",
+            "web",
+            "--namespace",
+            "shop",
+            flavour,
+            "--insecure-plaintext",
+        ])?;
     }
     Ok(())
 }
@@ -649,7 +661,7 @@ async fn envoy_accepts_the_bootstrap_weft_prints() -> anyhow::Result<()> {
 async fn envoy_accepts_a_bootstrap_whose_names_yaml_would_read_as_booleans() -> anyhow::Result<()> {
     // YAML 1.1, which Envoy reads, takes unquoted `n`, `yes`, `on`... as booleans.
     for word in ["n", "yes", "on", "off"] {
-        envoy_validates_bootstrap(&["--node-id", word, "--namespace", word])?;
+        envoy_validates_bootstrap(&["--node-id", word, "--namespace", word, "--sds-socket", "/tmp/n.sock"])?;
     }
     Ok(())
 }

@@ -169,7 +169,7 @@ async fn a_killed_control_plane_breaks_streams_and_restarts_on_the_same_addresse
     let (xds, admin) = (mesh.xds_addr().unwrap(), mesh.admin_addr().unwrap());
     assert_eq!((xds.ip(), admin.ip()), (mesh.subnet.ip(250), mesh.subnet.ip(250)));
     let node = xds_client::node("scripted", "payments", "frontend", &mesh.subnet.ip(1).to_string());
-    let mut ads = ScriptedAdsClient::connect_sotw(xds, node).await.unwrap();
+    let mut ads = mesh.connect_sotw(node).await.unwrap();
     ads.send(xds_client::request(CLUSTER, &[], "", "", None)).unwrap();
     assert!(!ads.next_response(WAIT).await.unwrap().resources.is_empty());
 
@@ -182,7 +182,7 @@ async fn a_killed_control_plane_breaks_streams_and_restarts_on_the_same_addresse
     mesh.restart_control().await.unwrap();
     assert_eq!((mesh.xds_addr().unwrap(), mesh.admin_addr().unwrap()), (xds, admin));
     let node = xds_client::node("scripted", "payments", "frontend", &mesh.subnet.ip(1).to_string());
-    let mut ads = ScriptedAdsClient::connect_sotw(xds, node).await.unwrap();
+    let mut ads = mesh.connect_sotw(node).await.unwrap();
     ads.send(xds_client::request(CLUSTER, &[], "", "", None)).unwrap();
     assert!(!ads.next_response(WAIT).await.unwrap().resources.is_empty());
     assert!(mesh.proxies().await.unwrap().contains_key("scripted"));
@@ -197,4 +197,49 @@ async fn an_in_process_control_plane_restarts_on_the_same_addresses() {
     mesh.restart_control().await.unwrap();
     assert_eq!((mesh.xds_addr().unwrap(), mesh.admin_addr().unwrap()), (xds, admin));
     assert_eq!(mesh.admin_get("/ready").await.unwrap(), "ready\n");
+}
+
+// ---------------------------------------------------------------- security of a LocalMesh
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_runs_mtls_by_default_and_plaintext_when_asked() {
+    use weft_control::bootstrap::AdsMode;
+    use weft_integration::ProxyKind;
+
+    for kind in [ProxyKind::Weft, ProxyKind::Envoy] {
+        for plaintext in [false, true] {
+            let builder = LocalMesh::example_builder("payments");
+            let mesh = if plaintext { builder.plaintext() } else { builder }.start().await.unwrap();
+            assert_eq!(mesh.identity().is_some(), !plaintext);
+            assert_eq!(
+                mesh.ca_dir().join("root-cert.pem").is_file(),
+                !plaintext,
+                "the CA is made only for mTLS"
+            );
+            let _app = mesh.backend(2, 8080, "payment-v1").await.unwrap();
+            let server =
+                mesh.proxy(kind, "payment-v1", "payments", "payment", 2, AdsMode::Delta).await.unwrap();
+            let _client =
+                mesh.proxy(kind, "frontend", "payments", "frontend", 1, AdsMode::Delta).await.unwrap();
+            let outbound = mesh.subnet.addr(1, 4140);
+            eventually("payment-v1 to answer", || async {
+                let answer = load::send(outbound, "payment-v1:8080", "/").await?;
+                anyhow::ensure!(answer == (200, "payment-v1".to_owned()), "{answer:?}");
+                anyhow::Ok(true)
+            })
+            .await
+            .unwrap();
+            let tls = match kind {
+                ProxyKind::Weft => {
+                    let metrics = server.get_admin("/metrics").await.unwrap();
+                    metrics.lines().any(|l| l.starts_with("request_total") && l.contains("tls=\"true\""))
+                }
+                ProxyKind::Envoy => {
+                    let stats = server.get_admin("/stats?filter=ssl.handshake").await.unwrap();
+                    stats.lines().any(|l| l.contains("_4143.ssl.handshake") && !l.ends_with(": 0"))
+                }
+            };
+            assert_eq!(tls, !plaintext, "{kind}, plaintext: {plaintext}");
+        }
+    }
 }

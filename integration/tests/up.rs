@@ -1,8 +1,11 @@
 //! `weft up`, the README's first command, end to end: the real `weft` binary runs the
 //! payments example (control plane, demo apps, a proxy per workload, traffic through
 //! the frontend) and its final summary must show a healthy canary: every workload
-//! busy, every request answered 200, payment-v2 near its 5 % weight. Afterwards nothing
-//! it started may be left: no proxy process, no listener on the example's addresses.
+//! busy, every request answered 200, payment-v2 near its 5 % weight. Every hop is mTLS:
+//! the view says so, and while traffic runs the server-side proxies show it (weft-proxy's
+//! inbound series carry `tls="true"` and the caller's `client_id`; Envoy's inbound
+//! listener counts TLS handshakes). Afterwards nothing it started may be left: no proxy
+//! or agent process, no listener on the example's addresses.
 //!
 //! The example's pods have fixed addresses (127.0.10.1 to .4, which no test subnet
 //! uses), so these tests take a file lock and run one at a time, in whatever process
@@ -24,10 +27,12 @@ use weft_integration::{envoy_bin, patience, target_dir, weft_bin};
 
 const WORKLOADS: [&str; 4] = ["fraud-detect", "frontend", "payment-v1", "payment-v2"];
 
-/// Every address the example's workloads listen on: proxy ports and the app's.
+/// Every address the example's workloads listen on: proxy ports, weft-agent's and the app's.
 fn example_addrs() -> Vec<SocketAddr> {
     (1..=4)
-        .flat_map(|host| [4140, 4143, 4191, 8080].map(|port| SocketAddr::from(([127, 0, 10, host], port))))
+        .flat_map(|host| {
+            [4140, 4143, 4191, 4192, 8080].map(|port| SocketAddr::from(([127, 0, 10, host], port)))
+        })
         .collect()
 }
 
@@ -185,7 +190,8 @@ fn parse_final(stdout: &str) -> Final {
     Final { rows, v2_share, block }
 }
 
-/// The pids `weft up` announced for its proxies (`... envoy pid 1234, log ...`).
+/// The pids `weft up` announced for its proxies and agents (`... envoy pid 1234, log ...
+/// (weft-agent pid 1235)`).
 fn proxy_pids(stdout: &str) -> Vec<u32> {
     stdout
         .split(" pid ")
@@ -197,7 +203,8 @@ fn proxy_pids(stdout: &str) -> Vec<u32> {
 /// Nothing `weft up` started survives it.
 fn assert_nothing_left(stdout: &str) {
     let pids = proxy_pids(stdout);
-    assert_eq!(pids.len(), 4, "one proxy per workload:\n{stdout}");
+    let envoys = proxy_kinds(stdout).values().filter(|k| k.as_str() == "envoy").count();
+    assert_eq!(pids.len(), 4 + envoys, "one proxy per workload, one agent per Envoy:\n{stdout}");
     for pid in pids {
         assert!(!Path::new(&format!("/proc/{pid}")).exists(), "proxy pid {pid} survived weft up");
     }
@@ -206,9 +213,69 @@ fn assert_nothing_left(stdout: &str) {
     }
 }
 
-/// Runs the canary for 6 s with `proxy` and checks the summary and the cleanup.
+/// Which proxy each workload runs, from `weft up`'s start lines
+/// (`  frontend       app 127.0.10.1:8080   envoy pid 1234, ...`).
+fn proxy_kinds(stdout: &str) -> BTreeMap<String, String> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let t: Vec<&str> = l.split_whitespace().collect();
+            (t.len() >= 5 && t[1] == "app" && t[4] == "pid" && WORKLOADS.contains(&t[0]))
+                .then(|| (t[0].to_owned(), t[3].to_owned()))
+        })
+        .collect()
+}
+
+/// `GET http://addr/path`: status and body.
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(weft_integration::load::send(addr, "admin", path))
+        .unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e:#}"))
+}
+
+/// While traffic runs: the proxies of payment-v1 (.2) and fraud-detect (.4), which only
+/// other proxies call, took their requests over mTLS.
+fn assert_server_side_hops_are_mtls(stdout: &str) {
+    let kinds = proxy_kinds(stdout);
+    assert_eq!(kinds.len(), 4, "a proxy per workload:\n{stdout}");
+    for (workload, host, caller) in [("payment-v1", 2, "frontend"), ("fraud-detect", 4, "payment")] {
+        let admin = SocketAddr::from(([127, 0, 10, host], 4191));
+        match kinds[workload].as_str() {
+            "weft" => {
+                let (status, metrics) = http_get(admin, "/metrics");
+                assert_eq!(status, 200);
+                let client_id = format!("client_id=\"spiffe://cluster.local/ns/payments/sa/{caller}\"");
+                assert!(
+                    metrics.lines().any(|l| l.starts_with("request_total")
+                        && l.contains("direction=\"inbound\"")
+                        && l.contains("tls=\"true\"")
+                        && l.contains(&client_id)),
+                    "{workload}'s weft-proxy counts no inbound mTLS request from {caller}:\n{metrics}"
+                );
+            }
+            "envoy" => {
+                let (status, stats) = http_get(admin, "/stats?filter=ssl.handshake");
+                assert_eq!(status, 200);
+                let inbound = format!("listener.127.0.10.{host}_4143.ssl.handshake: ");
+                let handshakes = stats
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&inbound))
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+                assert!(handshakes > 0, "{workload}'s Envoy made no inbound TLS handshake:\n{stats}");
+            }
+            other => panic!("{workload} runs {other}?"),
+        }
+    }
+}
+
+/// Runs the canary for 8 s with `proxy` and checks mTLS, the summary and the cleanup.
 fn canary_runs_healthy_and_leaves_nothing(proxy: &str) {
-    let up = Up::start(proxy, &["--duration", "6"]);
+    let mut up = Up::start(proxy, &["--duration", "8"]);
+    up.wait_for_line("live view", |l| l.starts_with("weft up · 2 s"));
+    let so_far = up.seen.join("\n");
+    assert!(so_far.contains("mTLS on every hop: CA in "), "{so_far}");
+    assert_server_side_hops_are_mtls(&so_far);
     let (status, stdout, stderr) = up.finish(patience() + Duration::from_secs(30));
     assert!(status.success(), "weft up --proxy {proxy} failed ({status}):\n{stdout}\n{stderr}");
     let summary = parse_final(&stdout);
@@ -225,6 +292,7 @@ fn canary_runs_healthy_and_leaves_nothing(proxy: &str) {
         summary.block
     );
     assert!(summary.block.contains("4 proxies connected"), "{}", summary.block);
+    assert!(summary.block.contains("mTLS on, authz permissive"), "{}", summary.block);
     assert!(summary.block.contains(", 0 failed"), "{}", summary.block);
     assert_nothing_left(&stdout);
 }
@@ -294,10 +362,11 @@ fn editing_the_split_file_moves_the_share_in_the_live_view() {
 
 #[test]
 fn summary_parsing_reads_rows_and_the_v2_share() {
-    let out = "  frontend envoy pid 11, log x\n=== final summary ===\nweft up · 6 s · snapshot v1 · 4 proxies connected\n  workload      proxy    req/s   success        p99\n  frontend      envoy     50.0   100.0 %    5.64 ms\n  payment-v2    weft       0.0         -          -\n  split payment-split    last 6s    last 1s     weight\n    payment-v1            95.2 %     96.0 %     95.0 %\n    payment-v2             4.8 %      4.0 %      5.0 %\n";
+    let out = "  frontend       app 127.0.10.1:8080   envoy pid 11, log x (weft-agent pid 12)\n=== final summary ===\nweft up · 6 s · snapshot v1 · 4 proxies connected\n  workload      proxy    req/s   success        p99\n  frontend      envoy     50.0   100.0 %    5.64 ms\n  payment-v2    weft       0.0         -          -\n  split payment-split    last 6s    last 1s     weight\n    payment-v1            95.2 %     96.0 %     95.0 %\n    payment-v2             4.8 %      4.0 %      5.0 %\n";
     let f = parse_final(out);
     assert_eq!(f.rows["frontend"], (50.0, "100.0 %".to_owned()));
     assert_eq!(f.rows["payment-v2"], (0.0, "-".to_owned()));
     assert_eq!(f.v2_share, 4.8);
-    assert_eq!(proxy_pids(out), [11]);
+    assert_eq!(proxy_pids(out), [11, 12]);
+    assert_eq!(proxy_kinds(out)["frontend"], "envoy");
 }

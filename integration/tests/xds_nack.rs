@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use weft_integration::eventually;
 use weft_integration::mesh::LocalMesh;
-use weft_integration::xds_client::{self, ScriptedAdsClient};
+use weft_integration::xds_client;
 use weft_xds_protos::type_url::CLUSTER;
 
 const DETAIL: &str = "cluster outbound|8080||payment-svc.payments.svc.cluster.local: unsupported field";
@@ -34,7 +34,7 @@ async fn nack_recorded(mesh: &LocalMesh, after: u64) -> anyhow::Result<u64> {
 async fn sotw_nack_is_recorded_and_the_rejected_version_is_not_resent() -> anyhow::Result<()> {
     let mesh = LocalMesh::example("payments").await?;
     let node = xds_client::node("scripted", "payments", "frontend", &mesh.subnet.ip(1).to_string());
-    let mut ads = ScriptedAdsClient::connect_sotw(mesh.xds_addr()?, node).await?;
+    let mut ads = mesh.connect_sotw(node).await?;
     ads.send(xds_client::request(CLUSTER, &[], "", "", None))?;
     let rejected = ads.next_response(Duration::from_secs(5)).await?;
     assert!(!rejected.resources.is_empty());
@@ -59,7 +59,7 @@ async fn sotw_nack_is_recorded_and_the_rejected_version_is_not_resent() -> anyho
 async fn delta_nack_is_recorded_and_the_rejected_resources_are_not_resent() -> anyhow::Result<()> {
     let mesh = LocalMesh::example("payments").await?;
     let node = xds_client::node("scripted", "payments", "frontend", &mesh.subnet.ip(1).to_string());
-    let mut ads = ScriptedAdsClient::connect_delta(mesh.xds_addr()?, node).await?;
+    let mut ads = mesh.connect_delta(node).await?;
     ads.send(xds_client::delta_request(CLUSTER, &[], &[]))?;
     let rejected = ads.next_response(Duration::from_secs(5)).await?;
     assert!(!rejected.resources.is_empty());

@@ -1,5 +1,7 @@
 //! The control plane's admin API (axum): health, metrics, what each proxy was
-//! sent and accepted, and the apply endpoint behind `weft apply`.
+//! sent and accepted, identity (`/debug/identity`), and the apply endpoint behind `weft apply`.
+
+pub mod identity;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,6 +33,10 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// The manifest source, for apply and its status.
     pub source: SourceHandle,
+    /// The mesh's trust domain.
+    pub trust_domain: String,
+    /// The CA and certificates; `None` when serving plaintext.
+    pub identity: Option<identity::IdentityHandles>,
 }
 
 /// The admin routes.
@@ -42,6 +48,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/debug/proxies", get(proxies))
         .route("/debug/config", get(config))
         .route("/debug/source", get(source))
+        .route("/debug/identity", get(identity_report))
         .route("/apply", post(apply))
         .with_state(state)
 }
@@ -64,6 +71,10 @@ async fn metrics(State(s): State<AdminState>) -> Response {
 
 async fn proxies(State(s): State<AdminState>) -> Json<Vec<crate::xds::ProxyReport>> {
     Json(s.registry.reports().await)
+}
+
+async fn identity_report(State(s): State<AdminState>) -> Json<identity::IdentityReport> {
+    Json(identity::report(&s.trust_domain, s.identity.as_ref(), s.registry.reports().await))
 }
 
 #[derive(Debug, Deserialize)]

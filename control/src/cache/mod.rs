@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use prost::{Message, Name};
+use weft_xds_protos::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use weft_xds_protos::google::protobuf::Any;
 use weft_xds_protos::type_url;
 
@@ -38,12 +39,12 @@ pub struct Encoded {
 impl Encoded {
     /// Encodes a resource.
     pub fn new<M: Message + Name>(name: impl Into<String>, msg: &M) -> Arc<Self> {
-        let value = msg.encode_to_vec();
-        Arc::new(Encoded {
-            name: name.into(),
-            version: hash_hex(&value),
-            any: Any { type_url: M::type_url(), value },
-        })
+        Self::from_bytes(name, M::type_url(), msg.encode_to_vec())
+    }
+
+    /// A resource already encoded (e.g. deterministically, maps in key order).
+    pub fn from_bytes(name: impl Into<String>, type_url: String, value: Vec<u8>) -> Arc<Self> {
+        Arc::new(Encoded { name: name.into(), version: hash_hex(&value), any: Any { type_url, value } })
     }
 }
 
@@ -105,7 +106,15 @@ impl Snapshot {
         let mesh: MeshResources = translate::translate_mesh(&state, &options);
         translate::check_consistency(&mesh)?;
         let clusters = encode_all(&mesh.clusters);
-        let endpoints = encode_all(&mesh.endpoints);
+        // Endpoint metadata holds protobuf maps: encoded in key order for stable versions.
+        let endpoints = mesh
+            .endpoints
+            .iter()
+            .map(|(n, cla)| {
+                let bytes = translate::encode_load_assignment(cla);
+                (n.clone(), Encoded::from_bytes(n.clone(), ClusterLoadAssignment::type_url(), bytes))
+            })
+            .collect();
         let routes = mesh
             .outbound_routes
             .iter()

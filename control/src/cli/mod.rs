@@ -1,4 +1,11 @@
-//! The CLI's client side: talking to a running control plane.
+//! The CLI's client side: talking to a running control plane, minting tokens, checking
+//! certificates.
+
+pub(crate) mod check;
+mod identity;
+
+pub(crate) use check::CheckArgs;
+pub(crate) use identity::{IdentityArgs, TokenArgs, token};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -43,16 +50,28 @@ fn read_manifests(path: &Path) -> anyhow::Result<(String, String)> {
 
 /// A small HTTP/1.1 POST to the admin API.
 async fn post(addr: SocketAddr, path_and_query: &str, body: String) -> anyhow::Result<(u16, Bytes)> {
+    let req = http::Request::post(path_and_query)
+        .header(http::header::HOST, addr.to_string())
+        .header(http::header::CONTENT_TYPE, "application/yaml")
+        .body(Full::new(Bytes::from(body)))?;
+    send(addr, req).await
+}
+
+/// A small HTTP/1.1 GET from the admin API.
+pub(crate) async fn get(addr: SocketAddr, path_and_query: &str) -> anyhow::Result<(u16, Bytes)> {
+    let req = http::Request::get(path_and_query)
+        .header(http::header::HOST, addr.to_string())
+        .body(Full::new(Bytes::new()))?;
+    send(addr, req).await
+}
+
+async fn send(addr: SocketAddr, req: http::Request<Full<Bytes>>) -> anyhow::Result<(u16, Bytes)> {
     let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| {
         format!("connecting to the control plane's admin API at {addr} (is `weft control` running?)")
     })?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let req = http::Request::post(path_and_query)
-        .header(http::header::HOST, addr.to_string())
-        .header(http::header::CONTENT_TYPE, "application/yaml")
-        .body(Full::new(Bytes::from(body)))?;
     let resp = sender.send_request(req).await?;
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await?.to_bytes();

@@ -16,6 +16,7 @@ use weft_xds_protos::identity::{CertifyRequest, CertifyResponse};
 
 use super::SpiffeId;
 use super::ca::{CaError, CertificateAuthority, Issued};
+use super::ledger::{Ledger, Refusal};
 use super::token::{AuthError, Authenticator};
 
 /// Serves `Certify` from a CA, authenticating callers with `A`.
@@ -23,12 +24,18 @@ use super::token::{AuthError, Authenticator};
 pub struct IdentityService<A> {
     ca: Arc<CertificateAuthority>,
     authenticator: A,
+    ledger: Arc<Ledger>,
 }
 
 impl<A: Authenticator + 'static> IdentityService<A> {
     /// A service signing with `ca` for callers `authenticator` accepts.
     pub fn new(ca: Arc<CertificateAuthority>, authenticator: A) -> Self {
-        Self { ca, authenticator }
+        Self { ca, authenticator, ledger: Arc::default() }
+    }
+
+    /// Records what it issues and refuses in `ledger` (and its metrics).
+    pub fn with_ledger(self, ledger: Arc<Ledger>) -> Self {
+        Self { ledger, ..self }
     }
 
     /// Wraps the service for a tonic `Server`.
@@ -36,21 +43,28 @@ impl<A: Authenticator + 'static> IdentityService<A> {
         IdentityServer::new(self)
     }
 
-    async fn certify_inner(&self, req: CertifyRequest) -> Result<CertifyResponse, Status> {
-        let identity: SpiffeId = req
-            .identity
-            .parse()
-            .map_err(|e| Status::invalid_argument(format!("identity {:?}: {e}", req.identity)))?;
+    async fn certify_inner(
+        &self,
+        req: CertifyRequest,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Result<CertifyResponse, (Refusal, Status)> {
+        let identity: SpiffeId = req.identity.parse().map_err(|e| {
+            (Refusal::InvalidRequest, Status::invalid_argument(format!("identity {:?}: {e}", req.identity)))
+        })?;
         tracing::Span::current().record("identity", tracing::field::display(&identity));
         self.authenticator.authenticate(&req.token, &identity).await.map_err(auth_status)?;
         if req.certificate_signing_request.is_empty() {
-            return Err(Status::invalid_argument("certificate_signing_request is empty"));
+            return Err((
+                Refusal::InvalidRequest,
+                Status::invalid_argument("certificate_signing_request is empty"),
+            ));
         }
         let issued = self
             .ca
             .sign_csr(&req.certificate_signing_request, &identity, self.ca.leaf_lifetime())
             .map_err(ca_status)?;
-        tracing::info!(not_after = ?issued.not_after, "issued workload certificate");
+        tracing::info!(serial = %issued.serial, not_after = ?issued.not_after, "issued workload certificate");
+        self.ledger.issued(&identity.to_string(), &issued, peer);
         Ok(response(issued))
     }
 }
@@ -60,34 +74,43 @@ impl<A: Authenticator + 'static> Identity for IdentityService<A> {
     async fn certify(&self, request: Request<CertifyRequest>) -> Result<Response<CertifyResponse>, Status> {
         let peer = request.remote_addr();
         let span = tracing::info_span!("certify", peer = ?peer, identity = tracing::field::Empty);
-        let result = self.certify_inner(request.into_inner()).instrument(span.clone()).await;
-        if let Err(status) = &result {
-            span.in_scope(|| tracing::warn!(code = ?status.code(), message = status.message(), "refused"));
+        let result = self.certify_inner(request.into_inner(), peer).instrument(span.clone()).await;
+        match result {
+            Ok(response) => Ok(Response::new(response)),
+            Err((reason, status)) => {
+                self.ledger.refused(reason);
+                span.in_scope(
+                    || tracing::warn!(code = ?status.code(), message = status.message(), "refused"),
+                );
+                Err(status)
+            }
         }
-        result.map(Response::new)
     }
 }
 
-fn auth_status(err: AuthError) -> Status {
+fn auth_status(err: AuthError) -> (Refusal, Status) {
     match err {
-        AuthError::MissingToken | AuthError::InvalidToken(_) => Status::unauthenticated(err.to_string()),
-        AuthError::IdentityMismatch { .. } => Status::permission_denied(err.to_string()),
-        AuthError::Unavailable(_) => Status::unavailable(err.to_string()),
+        AuthError::MissingToken => (Refusal::MissingToken, Status::unauthenticated(err.to_string())),
+        AuthError::InvalidToken(_) => (Refusal::InvalidToken, Status::unauthenticated(err.to_string())),
+        AuthError::IdentityMismatch { .. } => {
+            (Refusal::TokenIdentityMismatch, Status::permission_denied(err.to_string()))
+        }
+        AuthError::Unavailable(_) => (Refusal::Unavailable, Status::unavailable(err.to_string())),
     }
 }
 
-fn ca_status(err: CaError) -> Status {
+fn ca_status(err: CaError) -> (Refusal, Status) {
     match err {
         CaError::InvalidCsr(_) | CaError::ZeroLifetime => {
-            Status::invalid_argument(format!("certificate_signing_request: {err}"))
+            (Refusal::InvalidRequest, Status::invalid_argument(format!("certificate_signing_request: {err}")))
         }
         CaError::CsrRequestsCa | CaError::CsrIdentityMismatch { .. } | CaError::ForeignTrustDomain { .. } => {
-            Status::permission_denied(err.to_string())
+            (Refusal::CsrDenied, Status::permission_denied(err.to_string()))
         }
-        CaError::RootExpired(_) => Status::failed_precondition(err.to_string()),
+        CaError::RootExpired(_) => (Refusal::Unavailable, Status::failed_precondition(err.to_string())),
         other => {
             tracing::error!(error = %other, "CA failed to sign");
-            Status::internal("the CA failed to sign the request")
+            (Refusal::Unavailable, Status::internal("the CA failed to sign the request"))
         }
     }
 }

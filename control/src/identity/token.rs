@@ -1,14 +1,32 @@
 //! How a workload proves who it is before the CA signs for it.
 //!
-//! [`Authenticator`] is the seam: [`LocalTokens`] serves local mode (the control plane hands
-//! each workload a random token, `weft up` passes it on); Kubernetes TokenReview plugs in
-//! behind the same trait later.
+//! [`Authenticator`] is the seam: [`LocalTokens`] serves local mode; Kubernetes TokenReview
+//! plugs in behind the same trait later.
+//!
+//! A local token is `weft1.<spiffe-id>.<mac>`: the identity it proves, in clear, and the
+//! HMAC-SHA256 of that SPIFFE ID under the CA directory's `token-key` (32 random bytes, mode
+//! 0600), as lowercase hex. Nothing per workload is stored: anyone holding the key (the control
+//! plane, `weft token`, [`token_for`]) can mint a token, and the control plane checks one with
+//! a constant-time MAC comparison. Rotating the key file invalidates every token.
 
-use std::collections::HashMap;
+use std::fs;
 use std::future::Future;
-use std::sync::{PoisonError, RwLock};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use ring::hmac;
 
 use super::SpiffeId;
+
+/// File name of the token key inside the CA directory.
+pub const TOKEN_KEY_FILE: &str = "token-key";
+
+/// Length of the token key, in bytes (256 bits).
+pub const TOKEN_KEY_BYTES: usize = 32;
+
+/// Every token starts with this (the format's version).
+const PREFIX: &str = "weft1.";
 
 /// Why a caller was not authenticated as the identity it claimed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -16,7 +34,7 @@ pub enum AuthError {
     /// The request carried no token.
     #[error("no token presented")]
     MissingToken,
-    /// The token is unknown, expired, or not the one issued for the claimed identity.
+    /// The token is malformed, forged, or was minted under another key.
     #[error("token is not valid for {0}")]
     InvalidToken(SpiffeId),
     /// The token is valid but proves a different identity than the one claimed.
@@ -42,7 +60,7 @@ pub trait Authenticator: Send + Sync {
     ) -> impl Future<Output = Result<(), AuthError>> + Send;
 }
 
-/// A shared authenticator (e.g. the [`LocalTokens`] that `weft up` also issues from).
+/// A shared authenticator.
 impl<A: Authenticator> Authenticator for std::sync::Arc<A> {
     fn authenticate(
         &self,
@@ -53,50 +71,131 @@ impl<A: Authenticator> Authenticator for std::sync::Arc<A> {
     }
 }
 
-/// Length of a token's random part, in bytes (256 bits).
-const TOKEN_BYTES: usize = 32;
+/// Why the token key could not be read or created.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenKeyError {
+    /// Reading or writing the key (or its directory) failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The key file does not hold exactly [`TOKEN_KEY_BYTES`] bytes.
+    #[error("{path}: a token key is {TOKEN_KEY_BYTES} bytes, this file has {len}")]
+    BadLength {
+        /// The key file.
+        path: PathBuf,
+        /// Its length.
+        len: usize,
+    },
+}
 
-/// Local-mode tokens: one random token per workload identity (namespace and service account),
-/// held in memory by the control plane.
-#[derive(Debug, Default)]
+/// Local-mode tokens: HMAC-SHA256 of the SPIFFE ID under one mesh-wide key.
 pub struct LocalTokens {
-    tokens: RwLock<HashMap<SpiffeId, String>>,
+    key: hmac::Key,
+}
+
+impl std::fmt::Debug for LocalTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("LocalTokens").finish_non_exhaustive()
+    }
+}
+
+impl Default for LocalTokens {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl LocalTokens {
-    /// An empty store: every token is refused until one is issued.
+    /// Tokens under a fresh random key held only in memory (tests, throwaway meshes).
     pub fn new() -> Self {
-        Self::default()
+        let bytes: [u8; TOKEN_KEY_BYTES] = rand::random();
+        Self::from_key(&bytes)
     }
 
-    /// Returns the token for `identity`, creating one the first time, so handing tokens out
-    /// again (e.g. on a `weft up` restart) keeps workloads that already hold one working.
+    /// Tokens under `key`.
+    pub fn from_key(key: &[u8; TOKEN_KEY_BYTES]) -> Self {
+        Self { key: hmac::Key::new(hmac::HMAC_SHA256, key) }
+    }
+
+    /// Loads `dir/token-key`, or creates it (directory 0700, key 0600) when it does not exist.
+    /// Concurrent first starts agree on one key: the file is created exclusively and whoever
+    /// loses the race reads the winner's.
+    pub fn load_or_generate(dir: &Path) -> Result<Self, TokenKeyError> {
+        let path = dir.join(TOKEN_KEY_FILE);
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| TokenKeyError::Io { path, source }
+        };
+        match fs::read(&path) {
+            Ok(bytes) => return Self::from_file_bytes(&path, &bytes),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&path)(e)),
+        }
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io(dir))?;
+        let key: [u8; TOKEN_KEY_BYTES] = rand::random();
+        match fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
+            Ok(mut file) => {
+                file.write_all(&key).and_then(|()| file.sync_all()).map_err(io(&path))?;
+                tracing::info!(path = %path.display(), "created workload token key");
+                Ok(Self::from_key(&key))
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                let bytes = fs::read(&path).map_err(io(&path))?;
+                Self::from_file_bytes(&path, &bytes)
+            }
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    fn from_file_bytes(path: &Path, bytes: &[u8]) -> Result<Self, TokenKeyError> {
+        let key: &[u8; TOKEN_KEY_BYTES] = bytes
+            .try_into()
+            .map_err(|_| TokenKeyError::BadLength { path: path.to_owned(), len: bytes.len() })?;
+        Ok(Self::from_key(key))
+    }
+
+    /// The token proving `identity`. The same key always gives the same token.
     pub fn issue(&self, identity: &SpiffeId) -> String {
-        let mut tokens = self.tokens.write().unwrap_or_else(PoisonError::into_inner);
-        tokens.entry(identity.clone()).or_insert_with(new_token).clone()
-    }
-
-    /// Replaces `identity`'s token with a fresh one; the old one stops working.
-    pub fn rotate(&self, identity: &SpiffeId) -> String {
-        let token = new_token();
-        let mut tokens = self.tokens.write().unwrap_or_else(PoisonError::into_inner);
-        tokens.insert(identity.clone(), token.clone());
+        let id = identity.to_string();
+        let tag = hmac::sign(&self.key, id.as_bytes());
+        let mut token = String::with_capacity(PREFIX.len() + id.len() + 1 + 2 * tag.as_ref().len());
+        token.push_str(PREFIX);
+        token.push_str(&id);
+        token.push('.');
+        for b in tag.as_ref() {
+            token.push(char::from(HEX[usize::from(b >> 4)]));
+            token.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
         token
     }
 
-    /// Forgets `identity`'s token; it is refused from now on.
-    pub fn revoke(&self, identity: &SpiffeId) {
-        self.tokens.write().unwrap_or_else(PoisonError::into_inner).remove(identity);
+    /// The identity `token` proves, if its MAC verifies under this key.
+    pub fn verify(&self, token: &str) -> Option<SpiffeId> {
+        // Token files often end in a newline.
+        let body = token.trim_ascii().strip_prefix(PREFIX)?;
+        let (id, mac_hex) = body.rsplit_once('.')?;
+        let mac = decode_hex(mac_hex)?;
+        // ring compares in constant time.
+        hmac::verify(&self.key, id.as_bytes(), &mac).ok()?;
+        id.parse().ok()
     }
 
     fn check(&self, token: &str, claimed: &SpiffeId) -> Result<(), AuthError> {
-        if token.is_empty() {
+        if token.trim_ascii().is_empty() {
             return Err(AuthError::MissingToken);
         }
-        let tokens = self.tokens.read().unwrap_or_else(PoisonError::into_inner);
-        match tokens.get(claimed) {
-            Some(expected) if constant_time_eq(expected.as_bytes(), token.as_bytes()) => Ok(()),
-            _ => Err(AuthError::InvalidToken(claimed.clone())),
+        match self.verify(token) {
+            Some(actual) if actual == *claimed => Ok(()),
+            Some(actual) => Err(AuthError::IdentityMismatch {
+                claimed: Box::new(claimed.clone()),
+                actual: Box::new(actual),
+            }),
+            None => Err(AuthError::InvalidToken(claimed.clone())),
         }
     }
 }
@@ -107,34 +206,34 @@ impl Authenticator for LocalTokens {
     }
 }
 
-fn new_token() -> String {
-    let bytes: [u8; TOKEN_BYTES] = rand::random();
-    let mut token = String::with_capacity(5 + 2 * TOKEN_BYTES);
-    token.push_str("weft.");
-    for b in bytes {
-        token.push(char::from(HEX[usize::from(b >> 4)]));
-        token.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
-    token
+/// The local token of `id` under the key in `ca_dir` (created there if the directory has
+/// none yet, exactly as `weft control` would on its first start).
+pub fn token_for(ca_dir: &Path, id: &SpiffeId) -> Result<String, TokenKeyError> {
+    Ok(LocalTokens::load_or_generate(ca_dir)?.issue(id))
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// Compares in time that depends only on the lengths, so a caller cannot find a token byte by
-/// byte from response times. Token length is public (fixed), so an early length check leaks
-/// nothing.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
     }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    // black_box keeps the optimiser from turning the fold into an early-exit comparison.
-    std::hint::black_box(diff) == 0
+    let bytes = s.as_bytes();
+    if !bytes.len().is_multiple_of(2) {
+        return None;
+    }
+    bytes.chunks_exact(2).map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?)).collect()
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    use std::os::unix::fs::PermissionsExt;
 
     use super::*;
 
@@ -143,54 +242,74 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn issued_token_authenticates_its_own_identity_only() {
+    async fn token_authenticates_its_own_identity_only() {
         let store = LocalTokens::new();
         let cart = id("shop", "cart");
         let token = store.issue(&cart);
+        assert!(token.starts_with("weft1.spiffe://cluster.local/ns/shop/sa/cart."), "{token}");
         assert_eq!(store.authenticate(&token, &cart).await, Ok(()));
+        assert_eq!(store.authenticate(&format!("{token}\n"), &cart).await, Ok(()));
+        let payments = id("shop", "payments");
         assert_eq!(
-            store.authenticate(&token, &id("shop", "payments")).await,
-            Err(AuthError::InvalidToken(id("shop", "payments")))
+            store.authenticate(&token, &payments).await,
+            Err(AuthError::IdentityMismatch { claimed: Box::new(payments), actual: Box::new(cart.clone()) })
         );
-        assert!(store.authenticate(&token, &id("other", "cart")).await.is_err());
+        assert_eq!(store.issue(&cart), token, "same key, same token");
     }
 
     #[tokio::test]
-    async fn wrong_empty_and_unissued_tokens_are_refused() {
+    async fn wrong_empty_tampered_and_foreign_key_tokens_are_refused() {
         let store = LocalTokens::new();
         let cart = id("shop", "cart");
-        assert_eq!(store.authenticate("weft.00", &cart).await, Err(AuthError::InvalidToken(cart.clone())));
-        let token = store.issue(&cart);
+        let invalid = Err(AuthError::InvalidToken(cart.clone()));
         assert_eq!(store.authenticate("", &cart).await, Err(AuthError::MissingToken));
-        let mut tampered = token.clone().into_bytes();
-        let last = tampered.len() - 1;
-        tampered[last] = if tampered[last] == b'0' { b'1' } else { b'0' };
-        let tampered = String::from_utf8(tampered).unwrap();
-        assert_eq!(store.authenticate(&tampered, &cart).await, Err(AuthError::InvalidToken(cart.clone())));
-    }
+        assert_eq!(store.authenticate("weft.00", &cart).await, invalid);
+        let token = store.issue(&cart);
 
-    #[tokio::test]
-    async fn issue_is_stable_and_rotate_or_revoke_invalidates_old_token() {
-        let store = LocalTokens::new();
-        let cart = id("shop", "cart");
-        let first = store.issue(&cart);
-        assert_eq!(store.issue(&cart), first);
-        assert_ne!(store.issue(&id("shop", "payments")), first, "tokens are per identity");
+        // A flipped MAC digit, a truncated MAC, upper-case hex, a swapped identity.
+        let mut flipped = token.clone().into_bytes();
+        let last = flipped.len() - 1;
+        flipped[last] = if flipped[last] == b'0' { b'1' } else { b'0' };
+        assert_eq!(store.authenticate(&String::from_utf8(flipped).unwrap(), &cart).await, invalid);
+        assert_eq!(store.authenticate(&token[..token.len() - 2], &cart).await, invalid);
+        assert_eq!(store.authenticate(&token.to_uppercase(), &cart).await, invalid);
+        let (_, mac) = token.rsplit_once('.').unwrap();
+        let forged = format!("weft1.spiffe://cluster.local/ns/shop/sa/payments.{mac}");
+        let payments = id("shop", "payments");
+        assert_eq!(store.authenticate(&forged, &payments).await, Err(AuthError::InvalidToken(payments)));
 
-        let second = store.rotate(&cart);
-        assert_ne!(second, first);
-        assert!(store.authenticate(&first, &cart).await.is_err());
-        assert!(store.authenticate(&second, &cart).await.is_ok());
-
-        store.revoke(&cart);
-        assert!(store.authenticate(&second, &cart).await.is_err());
+        // The same identity's token under another key.
+        let other = LocalTokens::new().issue(&cart);
+        assert_eq!(store.authenticate(&other, &cart).await, invalid);
     }
 
     #[test]
-    fn constant_time_eq_compares_whole_contents() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"xbc"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
+    fn key_is_created_once_with_mode_0600_and_shared_by_token_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_dir = dir.path().join("ca");
+        let cart = id("shop", "cart");
+        let first = token_for(&ca_dir, &cart).unwrap();
+        let key_path = ca_dir.join(TOKEN_KEY_FILE);
+        assert_eq!(fs::metadata(&key_path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs::metadata(&key_path).unwrap().len(), 32);
+        let store = LocalTokens::load_or_generate(&ca_dir).unwrap();
+        assert_eq!(store.issue(&cart), first);
+        assert_eq!(store.verify(&first), Some(cart));
+    }
+
+    #[test]
+    fn a_key_file_of_the_wrong_length_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(TOKEN_KEY_FILE), b"short").unwrap();
+        let err = LocalTokens::load_or_generate(dir.path()).unwrap_err();
+        assert!(matches!(err, TokenKeyError::BadLength { len: 5, .. }), "{err}");
+    }
+
+    #[test]
+    fn hex_decoding_accepts_lower_case_pairs_only() {
+        assert_eq!(decode_hex("00ff10"), Some(vec![0, 255, 16]));
+        assert_eq!(decode_hex("0"), None);
+        assert_eq!(decode_hex("0g"), None);
+        assert_eq!(decode_hex("FF"), None);
     }
 }

@@ -513,10 +513,13 @@ mod tests {
 
     #[test]
     fn the_shipped_examples_load_without_errors() {
+        // Each example is a mesh of its own (the Kubernetes one repeats the payments services).
         let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-        let report = ManifestDir::new(&examples).load();
-        assert!(report.errors.is_empty(), "{:#?}", report.errors);
-        assert!(!report.state.services.is_empty());
+        for example in [examples.join("payments"), examples.join("kubernetes/payments")] {
+            let report = ManifestDir::new(&example).load();
+            assert!(report.errors.is_empty(), "{}: {:#?}", example.display(), report.errors);
+            assert!(!report.state.services.is_empty(), "{}", example.display());
+        }
     }
 
     #[test]

@@ -86,19 +86,20 @@ pub struct ManifestError {
     pub reason: String,
 }
 
+/// `file: Kind ns/name: field: reason`, leaving out what is unknown or empty (objects
+/// read from the Kubernetes API have no file).
 fn render(file: &str, kind: Option<&str>, object: Option<&str>, field: &str, reason: &str) -> String {
-    let mut out = file.to_string();
-    match (kind, object) {
-        (Some(k), Some(o)) => out.push_str(&format!(": {k} {o}")),
-        (Some(k), None) => out.push_str(&format!(": {k}")),
-        (None, Some(o)) => out.push_str(&format!(": {o}")),
-        (None, None) => {}
-    }
-    if !field.is_empty() {
-        out.push_str(&format!(": {field}"));
-    }
-    out.push_str(&format!(": {reason}"));
-    out
+    let object = match (kind, object) {
+        (Some(k), Some(o)) => format!("{k} {o}"),
+        (Some(k), None) => k.to_string(),
+        (None, Some(o)) => o.to_string(),
+        (None, None) => String::new(),
+    };
+    [file, object.as_str(), field, reason]
+        .into_iter()
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 impl ManifestError {
@@ -253,10 +254,16 @@ pub(super) fn parse_document(file: &str, raw: &RawDoc<'_>) -> Outcome {
             return Outcome::Invalid { error: ManifestError::file_error(file, reason), identity: None };
         }
     };
+    parse_value(file, &value)
+}
+
+/// Reads one object from its generic value: a YAML document, or an object from the
+/// Kubernetes API as JSON. `file` only labels errors (empty for API objects).
+pub(super) fn parse_value(file: &str, value: &serde_json::Value) -> Outcome {
     if value.is_null() {
         return Outcome::Empty;
     }
-    let root = Node::root(&value);
+    let root = Node::root(value);
     // Refused before the object's name could be read.
     let invalid = |kind: Option<&str>, e: FieldError| {
         let error = ManifestError {

@@ -11,6 +11,7 @@
 //! serving it and reports the error.
 
 pub mod dir;
+pub mod kube;
 pub mod manifest;
 
 pub use dir::{ApplyHandle, ApplyOutcome, ApplyRequest, LoadReport, ManifestDir};

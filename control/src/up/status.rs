@@ -23,6 +23,8 @@ pub(crate) struct ControlStatus {
     pub(crate) snapshot_version: Option<u64>,
     pub(crate) connected_proxies: Option<u64>,
     pub(crate) invalid_objects: Option<u64>,
+    /// Workload certificates the CA has signed (absent without mTLS).
+    pub(crate) certificates_issued: Option<u64>,
 }
 
 /// Reads the gauges the view needs from a Prometheus/OpenMetrics text.
@@ -36,6 +38,7 @@ pub(crate) fn parse_metrics(text: &str) -> ControlStatus {
         match metric {
             "weft_snapshot_version" => out.snapshot_version = Some(value),
             "weft_invalid_objects" => out.invalid_objects = Some(value),
+            "weft_identity_issued_total" => out.certificates_issued = Some(value),
             // One series per ADS flavour.
             "weft_xds_connected_proxies" => {
                 out.connected_proxies = Some(out.connected_proxies.unwrap_or(0) + value);
@@ -153,11 +156,17 @@ mod tests {
     fn metrics_give_version_invalid_objects_and_proxies_summed_over_flavours() {
         let text = "# HELP weft_snapshot_version x\n# TYPE weft_snapshot_version gauge\nweft_snapshot_version 7\n\
                     weft_xds_connected_proxies{mode=\"delta\"} 3\nweft_xds_connected_proxies{mode=\"sotw\"} 1\n\
-                    weft_invalid_objects 0\nweft_xds_pushes_total{type=\"cds\"} 12\n# EOF\n";
+                    weft_invalid_objects 0\nweft_xds_pushes_total{type=\"cds\"} 12\n\
+                    weft_identity_issued_total 5\n# EOF\n";
         let s = parse_metrics(text);
         assert_eq!(
             s,
-            ControlStatus { snapshot_version: Some(7), connected_proxies: Some(4), invalid_objects: Some(0) }
+            ControlStatus {
+                snapshot_version: Some(7),
+                connected_proxies: Some(4),
+                invalid_objects: Some(0),
+                certificates_issued: Some(5),
+            }
         );
         assert_eq!(parse_metrics("").connected_proxies, None);
     }

@@ -44,6 +44,8 @@ pub(crate) struct BackendShare {
 pub(crate) struct View {
     /// Seconds since traffic started.
     pub(crate) elapsed: u64,
+    /// `mTLS on, authz permissive`, or why it is off.
+    pub(crate) security: String,
     pub(crate) control: ControlStatus,
     pub(crate) rows: Vec<Row>,
     pub(crate) splits: Vec<SplitRow>,
@@ -119,14 +121,19 @@ fn opt(v: Option<u64>) -> String {
 /// The block, ending with a newline.
 pub(crate) fn render(v: &View) -> String {
     let mut out = String::new();
-    let _ = writeln!(
+    let _ = write!(
         out,
-        "weft up · {} s · snapshot v{} · {} proxies connected · {} invalid objects",
+        "weft up · {} s · snapshot v{} · {} proxies connected · {} invalid objects · {}",
         v.elapsed,
         opt(v.control.snapshot_version),
         opt(v.control.connected_proxies),
         opt(v.control.invalid_objects),
+        v.security,
     );
+    if let Some(issued) = v.control.certificates_issued {
+        let _ = write!(out, " ({issued} certificates issued)");
+    }
+    out.push('\n');
     let width = v.rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max("workload".len());
     let _ = writeln!(
         out,
@@ -213,10 +220,12 @@ mod tests {
             Summary { requests: 500, ok: 500, seconds: 10, p99: Some(Duration::from_micros(4_210)) };
         let view = View {
             elapsed: 12,
+            security: "mTLS on, authz permissive".into(),
             control: ControlStatus {
                 snapshot_version: Some(3),
                 connected_proxies: Some(4),
                 invalid_objects: Some(0),
+                certificates_issued: Some(4),
             },
             rows: vec![
                 Row { name: "frontend".into(), proxy: "envoy".into(), note: None, handled: handled.clone() },
@@ -251,7 +260,11 @@ mod tests {
         };
         let text = render(&view);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "weft up · 12 s · snapshot v3 · 4 proxies connected · 0 invalid objects");
+        assert_eq!(
+            lines[0],
+            "weft up · 12 s · snapshot v3 · 4 proxies connected · 0 invalid objects · mTLS on, authz permissive \
+             (4 certificates issued)"
+        );
         assert_eq!(
             lines[2].split_whitespace().collect::<Vec<_>>(),
             ["frontend", "envoy", "50.0", "100.0", "%", "4.21", "ms"]

@@ -8,6 +8,7 @@
 
 mod delta;
 mod node;
+mod peer;
 pub mod registry;
 mod service;
 mod sotw;
@@ -33,6 +34,16 @@ pub struct XdsContext {
     pub registry: Registry,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// `Some` when xDS is served over TLS: every stream and fetch must then present a client
+    /// certificate whose identity matches its node. `None` serves anyone (plaintext).
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// Who may fetch xDS when the port is TLS.
+#[derive(Debug, Clone)]
+pub struct ClientAuth {
+    /// The mesh's trust domain: client identities must be in it.
+    pub trust_domain: String,
 }
 
 /// A short name for a type URL (`cds`, `eds`, `lds`, `rds`, `sds`).

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::{RwLock, watch};
 
+use crate::identity::CertInfo;
 use crate::translate::ProxyNode;
 
 /// A NACK as the proxy reported it.
@@ -61,6 +62,8 @@ pub struct ProxyReport {
     pub snapshot_version: u64,
     /// Per short type name.
     pub types: BTreeMap<String, TypeReport>,
+    /// The client certificate the proxy connected with (`None` over plaintext).
+    pub peer: Option<CertInfo>,
 }
 
 /// Every open stream's report, by connection number.

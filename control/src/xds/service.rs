@@ -32,6 +32,7 @@ use weft_xds_protos::type_url;
 
 use super::XdsContext;
 use super::delta::Delta;
+use super::peer::{authorize_node, client_certificate};
 use super::sotw::Sotw;
 use super::stream::{XdsProtocol, serve};
 
@@ -46,15 +47,17 @@ pub struct XdsServer {
     ctx: XdsContext,
 }
 
+/// Checks the request's client certificate (when serving TLS), then serves the stream.
 fn spawn<P: XdsProtocol>(
     ctx: &XdsContext,
-    requests: Streaming<P::Request>,
+    req: Request<Streaming<P::Request>>,
     proto: P,
     only: Option<&'static str>,
-) -> BoxStream<P::Response> {
+) -> Result<Response<BoxStream<P::Response>>, Status> {
+    let peer = client_certificate(ctx, req.peer_certs().as_deref().map(Vec::as_slice))?;
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-    tokio::spawn(serve(ctx.clone(), requests, tx, proto, only));
-    Box::pin(ReceiverStream::new(rx))
+    tokio::spawn(serve(ctx.clone(), req.into_inner(), tx, proto, only, peer));
+    Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
 }
 
 impl XdsServer {
@@ -62,16 +65,16 @@ impl XdsServer {
         &self,
         req: Request<Streaming<DiscoveryRequest>>,
         only: Option<&'static str>,
-    ) -> BoxStream<DiscoveryResponse> {
-        spawn(&self.ctx, req.into_inner(), Sotw::new(self.ctx.metrics.clone()), only)
+    ) -> Result<Response<BoxStream<DiscoveryResponse>>, Status> {
+        spawn(&self.ctx, req, Sotw::new(self.ctx.metrics.clone()), only)
     }
 
     fn delta(
         &self,
         req: Request<Streaming<DeltaDiscoveryRequest>>,
         only: Option<&'static str>,
-    ) -> BoxStream<DeltaDiscoveryResponse> {
-        spawn(&self.ctx, req.into_inner(), Delta::new(self.ctx.metrics.clone()), only)
+    ) -> Result<Response<BoxStream<DeltaDiscoveryResponse>>, Status> {
+        spawn(&self.ctx, req, Delta::new(self.ctx.metrics.clone()), only)
     }
 
     /// A one-shot (REST-style) fetch: the current resources for the request.
@@ -80,12 +83,14 @@ impl XdsServer {
         req: Request<DiscoveryRequest>,
         only: &'static str,
     ) -> Result<Response<DiscoveryResponse>, Status> {
+        let peer = client_certificate(&self.ctx, req.peer_certs().as_deref().map(Vec::as_slice))?;
         let mut req = req.into_inner();
         if req.type_url.is_empty() {
             req.type_url = only.into();
         }
         let node =
             super::proxy_node(req.node.as_ref()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        authorize_node(&self.ctx, peer.as_ref(), &node)?;
         let snapshot = self.ctx.snapshots.borrow().clone();
         let view = snapshot.for_proxy(&node);
         let mut report = super::ProxyReport {
@@ -95,6 +100,7 @@ impl XdsServer {
             connected_at: 0,
             snapshot_version: snapshot.version,
             types: Default::default(),
+            peer,
         };
         req.response_nonce.clear();
         Sotw::new(self.ctx.metrics.clone())
@@ -114,14 +120,14 @@ impl AggregatedDiscoveryService for XdsServer {
         &self,
         req: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.sotw(req, None)))
+        self.sotw(req, None)
     }
 
     async fn delta_aggregated_resources(
         &self,
         req: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.delta(req, None)))
+        self.delta(req, None)
     }
 }
 
@@ -137,14 +143,14 @@ macro_rules! per_type_service {
                 &self,
                 req: Request<Streaming<DiscoveryRequest>>,
             ) -> Result<Response<Self::$sotw_ty>, Status> {
-                Ok(Response::new(self.sotw(req, Some($type_url))))
+                self.sotw(req, Some($type_url))
             }
 
             async fn $delta(
                 &self,
                 req: Request<Streaming<DeltaDiscoveryRequest>>,
             ) -> Result<Response<Self::$delta_ty>, Status> {
-                Ok(Response::new(self.delta(req, Some($type_url))))
+                self.delta(req, Some($type_url))
             }
 
             async fn $fetch(

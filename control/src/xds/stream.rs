@@ -11,6 +11,7 @@ use weft_xds_protos::envoy::config::core::v3::Node;
 use super::registry::{ProxyReport, now_secs};
 use super::{XdsContext, known_type, short_type};
 use crate::cache::{ProxyView, Snapshot};
+use crate::identity::CertInfo;
 use crate::metrics::ModeLabel;
 use crate::translate::ProxyNode;
 
@@ -47,12 +48,15 @@ pub(crate) trait XdsProtocol: Send + 'static {
 }
 
 /// Serves one stream until the proxy goes away. `only` restricts a per-type service to its type.
+/// `peer` is the client certificate (already checked against the trust domain); the node of
+/// the first request must match it when xDS is served over TLS.
 pub(crate) async fn serve<P: XdsProtocol>(
     ctx: XdsContext,
     mut requests: Streaming<P::Request>,
     tx: mpsc::Sender<Result<P::Response, Status>>,
     mut proto: P,
     only: Option<&'static str>,
+    peer: Option<CertInfo>,
 ) {
     let first = match requests.message().await {
         Ok(Some(req)) => req,
@@ -70,6 +74,10 @@ pub(crate) async fn serve<P: XdsProtocol>(
             return;
         }
     };
+    if let Err(status) = super::peer::authorize_node(&ctx, peer.as_ref(), &node) {
+        let _ = tx.send(Err(status)).await;
+        return;
+    }
     let id = ctx.registry.next_id();
     let stream_name = match only {
         None => format!("ads-{}", P::MODE),
@@ -84,6 +92,7 @@ pub(crate) async fn serve<P: XdsProtocol>(
             connected_at: now_secs(),
             snapshot_version: 0,
             types: Default::default(),
+            peer,
         };
         let (report_tx, report_rx) = watch::channel(report.clone());
         ctx.registry.insert(id, report_rx).await;

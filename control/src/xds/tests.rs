@@ -33,6 +33,7 @@ fn report() -> ProxyReport {
         connected_at: 0,
         snapshot_version: 0,
         types: Default::default(),
+        peer: None,
     }
 }
 

@@ -65,4 +65,14 @@ pub enum Permission {
     UrlPath(StringMatch),
     /// The connection's destination port.
     DestinationPort(u16),
+    /// The connection's destination port is in this half-open range (Envoy's `Int32Range`).
+    DestinationPortRange(std::ops::Range<u32>),
+}
+
+impl Rbac {
+    /// Rules that allow everything: a `DENY` filter without policies (what an RBAC filter
+    /// without `rules` does in Envoy).
+    pub fn allow_all() -> Rbac {
+        Rbac { action: RbacAction::Deny, policies: Vec::new() }
+    }
 }

@@ -17,7 +17,8 @@ use hyper::client::conn::http1;
 use super::balancer::{Balancer, Tried};
 use super::body::RequestBody;
 use super::pool::Pool;
-use crate::config::{Cluster, ClusterEndpoints, UpstreamProtocol};
+use super::tls::TlsTarget;
+use crate::config::{Cluster, ClusterEndpoints, Endpoint, UpstreamProtocol, UpstreamTls};
 
 /// Counters of a cluster's circuit breakers.
 #[derive(Debug, Default)]
@@ -89,11 +90,46 @@ pub(crate) struct ClusterShared {
     connect_timeout: Duration,
 }
 
-/// One upstream endpoint: its address, requests in flight and pool.
+/// How an endpoint is dialled: plaintext, mTLS to this target, or not at
+/// all because its TLS settings are unusable (each dial fails, saying why).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Transport {
+    /// Plaintext TCP.
+    Plain,
+    /// mTLS.
+    Tls(TlsTarget),
+    /// TLS was asked for, but its SNI or identities are invalid.
+    Invalid(String),
+}
+
+impl Transport {
+    /// The transport of `endpoint` in a cluster with `tls`: mTLS when the
+    /// cluster has TLS and the endpoint asks for it (or every endpoint does).
+    pub(crate) fn of(tls: Option<&UpstreamTls>, endpoint: &Endpoint) -> Transport {
+        match tls {
+            Some(tls) if endpoint.mtls || tls.all_endpoints => {
+                match TlsTarget::new(
+                    endpoint.addr,
+                    &tls.sni,
+                    endpoint.identity.as_deref(),
+                    &tls.allowed_identities,
+                ) {
+                    Ok(target) => Transport::Tls(target),
+                    Err(reason) => Transport::Invalid(reason),
+                }
+            }
+            _ => Transport::Plain,
+        }
+    }
+}
+
+/// One upstream endpoint: its address, transport, requests in flight and pool.
 #[derive(Debug)]
 pub(crate) struct EndpointState {
     /// Where to connect.
     pub(crate) addr: SocketAddr,
+    /// How (part of the pool's identity: a change starts a new pool).
+    pub(crate) transport: Transport,
     /// Requests in flight (least request).
     in_flight: AtomicU32,
     /// Keep-alive connections.
@@ -101,8 +137,8 @@ pub(crate) struct EndpointState {
 }
 
 impl EndpointState {
-    fn new(addr: SocketAddr) -> EndpointState {
-        EndpointState { addr, in_flight: AtomicU32::new(0), pool: Pool::new() }
+    fn new(addr: SocketAddr, transport: Transport) -> EndpointState {
+        EndpointState { addr, transport, in_flight: AtomicU32::new(0), pool: Pool::new() }
     }
 
     /// Requests in flight now.
@@ -155,13 +191,20 @@ impl ClusterState {
                 connect_timeout: spec.connect_timeout,
             }),
         };
-        let known: HashMap<SocketAddr, &Arc<EndpointState>> =
-            previous.map(|p| p.endpoints.iter().map(|e| (e.addr, e)).collect()).unwrap_or_default();
+        // Pools are kept by address and transport: TLS and plaintext
+        // connections (or TLS with other expectations) never mix.
+        let known: HashMap<(SocketAddr, &Transport), &Arc<EndpointState>> = previous
+            .map(|p| p.endpoints.iter().map(|e| ((e.addr, &e.transport), e)).collect())
+            .unwrap_or_default();
         let list = endpoints.map(|e| e.endpoints.as_slice()).unwrap_or_default();
         let states = list
             .iter()
             .map(|e| {
-                known.get(&e.addr).map_or_else(|| Arc::new(EndpointState::new(e.addr)), |s| Arc::clone(s))
+                let transport = Transport::of(spec.tls.as_ref(), e);
+                match known.get(&(e.addr, &transport)) {
+                    Some(state) => Arc::clone(state),
+                    None => Arc::new(EndpointState::new(e.addr, transport)),
+                }
             })
             .collect();
         let weights: Vec<u32> = list.iter().map(|e| e.weight).collect();
@@ -301,6 +344,34 @@ mod tests {
         let h2 = ClusterState::build(&cluster(UpstreamProtocol::Http2), Some(&eps), Some(&first));
         assert!(!Arc::ptr_eq(&first.shared, &h2.shared));
         assert!(!Arc::ptr_eq(&first.endpoints[0], &h2.endpoints[0]));
+    }
+
+    #[test]
+    fn tls_and_plaintext_endpoints_never_share_a_pool() {
+        let id = "spiffe://cluster.local/ns/shop/sa/web";
+        let tls =
+            UpstreamTls { sni: "web.svc".into(), allowed_identities: vec![id.into()], all_endpoints: false };
+        let mut spec = (*cluster(UpstreamProtocol::Http1)).clone();
+        spec.tls = Some(tls);
+        let spec = Arc::new(spec);
+        let plain = endpoints(&[1]);
+        let first = ClusterState::build(&spec, Some(&plain), None);
+        assert_eq!(first.endpoints[0].transport, Transport::Plain);
+        let mut meshed = (*plain).clone();
+        meshed.endpoints[0].mtls = true;
+        let second = ClusterState::build(&spec, Some(&Arc::new(meshed.clone())), Some(&first));
+        assert!(matches!(second.endpoints[0].transport, Transport::Tls(_)));
+        assert!(!Arc::ptr_eq(&first.endpoints[0], &second.endpoints[0]));
+        // The same TLS settings again keep the pool.
+        let third = ClusterState::build(&spec, Some(&Arc::new(meshed.clone())), Some(&second));
+        assert!(Arc::ptr_eq(&second.endpoints[0], &third.endpoints[0]));
+        // Another expected identity does not.
+        meshed.endpoints[0].identity = Some("spiffe://cluster.local/ns/shop/sa/other".into());
+        let fourth = ClusterState::build(&spec, Some(&Arc::new(meshed.clone())), Some(&third));
+        assert!(!Arc::ptr_eq(&third.endpoints[0], &fourth.endpoints[0]));
+        meshed.endpoints[0].identity = Some("not a spiffe id".into());
+        let bad = ClusterState::build(&spec, Some(&Arc::new(meshed)), Some(&fourth));
+        assert!(matches!(bad.endpoints[0].transport, Transport::Invalid(_)));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The HTTP connection manager: serves a downstream connection (HTTP/1.1 or
-//! h2c, detected), and per request loads the current config once, finds the
-//! virtual host and route, and answers directly or forwards upstream.
+//! h2c, detected; HTTP/2 when TLS negotiated `h2`), and per request checks
+//! the chain's RBAC, loads the current config once, finds the virtual host
+//! and route, and answers directly or forwards upstream.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,8 +16,9 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
+use super::authz;
 use super::body::ResponseBody;
-use super::listener::{ChainCtx, ChainKindCtx, RoutesCtx};
+use super::listener::{ChainCtx, ChainKindCtx, Downstream, RoutesCtx};
 use super::route::{IndexedTable, RequestView};
 use super::runtime::{Runtime, Shared};
 use super::upstream;
@@ -32,12 +34,15 @@ pub(crate) struct HttpConn {
     pub(crate) shared: Arc<Shared>,
     /// The filter chain it was accepted on.
     pub(crate) chain: Arc<ChainCtx>,
+    /// TLS and peer identity of the connection.
+    pub(crate) downstream: Downstream,
 }
 
 /// Serves one downstream connection until it closes, or until `drain` turns
 /// true: then it shuts down gracefully (GOAWAY, or close when idle) and is
-/// closed after [`DRAIN_TIMEOUT`].
-pub(crate) async fn serve<I>(io: I, conn: Arc<HttpConn>, mut drain: watch::Receiver<bool>)
+/// closed after [`DRAIN_TIMEOUT`]. `h2`: the connection speaks HTTP/2 only
+/// (ALPN said so); otherwise HTTP/1.1 or HTTP/2 is detected.
+pub(crate) async fn serve<I>(io: I, conn: Arc<HttpConn>, h2: bool, mut drain: Drain)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -46,11 +51,12 @@ where
         let conn = Arc::clone(&conn);
         async move { Ok::<_, Infallible>(handle(&conn, req).await) }
     });
-    let connection = shared.http.serve_connection(TokioIo::new(io), service);
+    let builder = if h2 { &shared.h2 } else { &shared.http };
+    let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
-        () = draining(&mut drain) => {
+        () = drain.signaled() => {
             connection.as_mut().graceful_shutdown();
             match tokio::time::timeout(DRAIN_TIMEOUT, connection).await {
                 Ok(result) => result,
@@ -72,14 +78,66 @@ pub(crate) async fn draining(drain: &mut watch::Receiver<bool>) {
     let _ = drain.wait_for(|draining| *draining).await.map(|_| ());
 }
 
+/// When a connection must drain: its listener is removed or shut down, or
+/// the filter chain it was accepted on was changed or removed (as Envoy
+/// drains the connections of a chain a listener update replaces, so that new
+/// RBAC rules, routes or TLS settings reach every request).
+#[derive(Debug)]
+pub(crate) struct Drain {
+    /// The listener's.
+    pub(crate) listener: watch::Receiver<bool>,
+    /// The filter chain's.
+    pub(crate) chain: watch::Receiver<bool>,
+}
+
+impl Drain {
+    /// Resolves once either says so.
+    pub(crate) async fn signaled(&mut self) {
+        let chain = async {
+            if self.chain.wait_for(|draining| *draining).await.is_err() {
+                // A chain outlives its connections; should it not, only the listener decides.
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            () = draining(&mut self.listener) => {}
+            () = chain => {}
+        }
+    }
+}
+
 async fn handle(conn: &HttpConn, req: Request<Incoming>) -> Response<ResponseBody> {
     let start = Instant::now();
     let runtime = conn.shared.runtime.load_full();
-    let metrics = conn.shared.metrics.http(conn.chain.direction, authority(&req));
+    let peer = conn.downstream.peer.as_deref();
+    let metrics =
+        conn.shared.metrics.http_peer(conn.chain.direction, authority(&req), conn.downstream.tls, peer);
     metrics.request();
-    let response = route(conn, &runtime, req).await;
+    let response = match authorize(conn, req) {
+        Ok(req) => route(conn, &runtime, req).await,
+        Err(denied) => *denied,
+    };
     metrics.response(response.status().as_u16(), start.elapsed());
     response
+}
+
+/// The chain's HTTP RBAC: the request goes on, or the 403 to answer.
+fn authorize(
+    conn: &HttpConn,
+    req: Request<Incoming>,
+) -> Result<Request<Incoming>, Box<Response<ResponseBody>>> {
+    let Some(rbac) = &conn.chain.http_rbac else { return Ok(req) };
+    let (parts, body) = req.into_parts();
+    let peer = conn.downstream.peer.as_deref();
+    match authz::check_http(rbac, peer, &parts, conn.downstream.port) {
+        Ok(()) => Ok(Request::from_parts(parts, body)),
+        Err(denied) => {
+            let client_id = peer.unwrap_or("");
+            conn.shared.metrics.authz_denied(true, client_id);
+            tracing::debug!(chain = %conn.chain.name, client_id, path = %parts.uri, ?denied, "RBAC: request denied");
+            Err(Box::new(authz::forbidden_response()))
+        }
+    }
 }
 
 /// The request's authority: the URI's (absolute-form, HTTP/2), else `Host`.
@@ -114,7 +172,7 @@ async fn route(conn: &HttpConn, runtime: &Runtime, req: Request<Incoming>) -> Re
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             reply(status, body.clone())
         }
-        Action::Forward(forward) => upstream::forward(runtime, forward, req).await,
+        Action::Forward(forward) => upstream::forward(runtime, &conn.shared.tls, forward, req).await,
     }
 }
 

@@ -18,6 +18,8 @@
 //! | `pool` | keep-alive HTTP/1.1 and HTTP/2 upstream connections |
 //! | `body` | request and response body types |
 //! | `tcp` | TCP proxy |
+//! | `tls` | TLS inspector, rustls configs per credentials version, TLS streams |
+//! | `authz` | RBAC checks of inbound requests and connections |
 //! | `io` | byte-counting stream |
 
 use std::sync::Arc;
@@ -26,7 +28,9 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::tls::Credentials;
 
+mod authz;
 mod balancer;
 mod body;
 mod cluster;
@@ -38,17 +42,24 @@ mod retry;
 mod route;
 mod runtime;
 mod tcp;
+mod tls;
 mod upstream;
 
 /// Serves every listener of the current config until `shutdown` turns true
 /// (or its sender is dropped), then stops accepting and drains connections
 /// for at most 5 s. A dropped config sender leaves the last config serving.
+///
+/// `credentials` are the workload's certificate and trust bundle (`None`
+/// without an identity): each TLS handshake, downstream or upstream, uses
+/// the value current at that moment, so a rotation reaches new connections
+/// while established ones go on.
 pub async fn run(
     mut config: watch::Receiver<Arc<Config>>,
+    credentials: watch::Receiver<Option<Arc<Credentials>>>,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let shared = Arc::new(runtime::Shared::new(metrics));
+    let shared = Arc::new(runtime::Shared::new(metrics, credentials));
     let mut listeners = listener::Listeners::new(Arc::clone(&shared));
     let mut config_open = true;
     loop {

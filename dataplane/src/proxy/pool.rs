@@ -1,7 +1,8 @@
 //! Keep-alive connections to one endpoint: a lock-free queue of idle
 //! HTTP/1.1 connections, and one shared HTTP/2 connection that every request
 //! multiplexes over. Dialling counts against the cluster's connection and
-//! pending-request breakers.
+//! pending-request breakers. An endpoint reached over mTLS dials TLS with
+//! the current credentials, offering exactly the protocol its pool speaks.
 
 use std::io;
 use std::net::SocketAddr;
@@ -17,7 +18,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use super::body::RequestBody;
-use super::cluster::{Breakers, Limit, Permit};
+use super::cluster::{Breakers, Limit, Permit, Transport};
+use super::tls::{Alpn, MaybeTls, TlsContexts, connect_tls};
 use crate::config::CircuitBreakers;
 
 /// Idle HTTP/1.1 connections kept per endpoint; more are closed.
@@ -35,7 +37,7 @@ pub(crate) enum Protocol {
 /// Why a request could not get a response from an endpoint.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SendError {
-    /// TCP connect failed or timed out, or the HTTP handshake failed.
+    /// TCP connect or the TLS handshake failed or timed out, or the HTTP handshake failed.
     #[error("connection failure: {0}")]
     Connect(io::Error),
     /// The connection or pending-request breaker is open.
@@ -51,7 +53,11 @@ pub(crate) enum SendError {
 pub(crate) struct Dial<'a> {
     /// Where.
     pub(crate) addr: SocketAddr,
-    /// TCP connect timeout.
+    /// Plaintext or mTLS.
+    pub(crate) transport: &'a Transport,
+    /// TLS configs of the current credentials.
+    pub(crate) tls: &'a TlsContexts,
+    /// TCP connect timeout (and, separately, TLS handshake timeout).
     pub(crate) connect_timeout: Duration,
     /// The cluster's breakers and their limits.
     pub(crate) breakers: &'a Arc<Breakers>,
@@ -121,7 +127,7 @@ impl Pool {
             }
         }
         let (mut sender, connection) = {
-            let (io, permit) = connect(dial).await?;
+            let (io, permit) = connect(dial, Alpn::Http1).await?;
             let (sender, connection) = http1::Builder::new()
                 .handshake(TokioIo::new(io))
                 .await
@@ -167,7 +173,7 @@ impl Pool {
         if let Some(sender) = self.h2.load_full().filter(|s| !s.is_closed()) {
             return Ok(http2::SendRequest::clone(&sender));
         }
-        let (io, permit) = connect(dial).await?;
+        let (io, permit) = connect(dial, Alpn::H2).await?;
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(TokioIo::new(io))
@@ -184,9 +190,9 @@ impl Pool {
     }
 }
 
-/// Opens a TCP connection within the cluster's limits; the permit counts it
-/// until the connection ends.
-async fn connect(dial: Dial<'_>) -> Result<(TcpStream, Permit), SendError> {
+/// Opens a connection within the cluster's limits, offering `alpn` if it is
+/// TLS; the permit counts it until the connection ends.
+async fn connect(dial: Dial<'_>, alpn: Alpn) -> Result<(MaybeTls, Permit), SendError> {
     let _pending = dial
         .breakers
         .try_acquire(Limit::Pending, dial.limits.max_pending_requests)
@@ -195,8 +201,45 @@ async fn connect(dial: Dial<'_>) -> Result<(TcpStream, Permit), SendError> {
         .breakers
         .try_acquire(Limit::Connections, dial.limits.max_connections)
         .ok_or(SendError::Overloaded(Limit::Connections))?;
-    let stream = tcp_connect(dial.addr, dial.connect_timeout).await.map_err(SendError::Connect)?;
+    let stream = open(dial.addr, dial.transport, dial.tls, dial.connect_timeout, alpn)
+        .await
+        .map_err(SendError::Connect)?;
     Ok((stream, permit))
+}
+
+/// Opens a connection to `addr`: TCP, then for an mTLS endpoint the TLS
+/// handshake (client certificate from the current credentials, the server
+/// checked against the trust bundle and the allowed identities, `alpn`
+/// offered). A TLS failure is logged with its reason and is a connect failure.
+pub(crate) async fn open(
+    addr: SocketAddr,
+    transport: &Transport,
+    tls: &TlsContexts,
+    timeout: Duration,
+    alpn: Alpn,
+) -> io::Result<MaybeTls> {
+    let target = match transport {
+        Transport::Plain => return Ok(MaybeTls::Plain(tcp_connect(addr, timeout).await?)),
+        Transport::Tls(target) => target,
+        Transport::Invalid(reason) => {
+            tracing::warn!(endpoint = %addr, reason, "mTLS endpoint with unusable TLS settings");
+            return Err(io::Error::other(format!("mTLS to {addr}: {reason}")));
+        }
+    };
+    let config = tls.client(&target.allowed, alpn).map_err(|error| {
+        tracing::warn!(endpoint = %addr, %error, "no TLS config for an mTLS endpoint");
+        io::Error::other(format!("mTLS to {addr}: {error}"))
+    })?;
+    let tcp = tcp_connect(addr, timeout).await?;
+    connect_tls(tcp, config, target, timeout).await.inspect_err(|error| {
+        tracing::warn!(
+            endpoint = %addr,
+            sni = ?target.server_name,
+            allowed = ?target.allowed,
+            %error,
+            "upstream TLS handshake failed"
+        );
+    })
 }
 
 /// A TCP connection with `TCP_NODELAY`, or a timeout error.

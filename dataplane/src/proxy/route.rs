@@ -126,7 +126,7 @@ pub(crate) fn route_matches(route: &Route, request: &RequestView<'_>) -> bool {
     path_ok && route.headers.iter().all(|h| header_matches(h, request))
 }
 
-fn header_matches(matcher: &HeaderMatch, request: &RequestView<'_>) -> bool {
+pub(crate) fn header_matches(matcher: &HeaderMatch, request: &RequestView<'_>) -> bool {
     let matched = match matcher.name.as_str() {
         ":method" => string_matches(&matcher.value, Some(request.method)),
         ":authority" | "host" => string_matches(&matcher.value, Some(request.authority)),
@@ -152,7 +152,7 @@ fn header_str(value: &http::HeaderValue) -> &str {
     std::str::from_utf8(value.as_bytes()).unwrap_or("\u{fffd}")
 }
 
-fn string_matches(condition: &StringMatch, value: Option<&str>) -> bool {
+pub(crate) fn string_matches(condition: &StringMatch, value: Option<&str>) -> bool {
     match (condition, value) {
         (StringMatch::Present(present), v) => v.is_some() == *present,
         (_, None) => false,

@@ -12,6 +12,7 @@ use hyper_util::server::conn::auto;
 
 use super::cluster::ClusterState;
 use super::route::IndexedTable;
+use super::tls::{CredentialsRx, TlsContexts};
 use crate::config::{Config, Discovery};
 use crate::metrics::Metrics;
 
@@ -63,14 +64,25 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<Metrics>,
     /// The HTTP server settings (HTTP/1.1 and h2c, detected per connection).
     pub(crate) http: auto::Builder<TokioExecutor>,
+    /// The same, HTTP/2 only (TLS connections that negotiated `h2`).
+    pub(crate) h2: auto::Builder<TokioExecutor>,
+    /// rustls configs from the workload's current credentials.
+    pub(crate) tls: TlsContexts,
 }
 
 impl Shared {
-    /// Shared state with an empty config.
-    pub(crate) fn new(metrics: Arc<Metrics>) -> Shared {
+    /// Shared state with an empty config, following `credentials`.
+    pub(crate) fn new(metrics: Arc<Metrics>, credentials: CredentialsRx) -> Shared {
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1().timer(TokioTimer::new()).keep_alive(true);
         http.http2().timer(TokioTimer::new());
-        Shared { runtime: ArcSwap::from_pointee(Runtime::default()), metrics, http }
+        let h2 = http.clone().http2_only();
+        Shared {
+            runtime: ArcSwap::from_pointee(Runtime::default()),
+            metrics,
+            http,
+            h2,
+            tls: TlsContexts::new(credentials),
+        }
     }
 }

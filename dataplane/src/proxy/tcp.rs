@@ -1,28 +1,25 @@
 //! The TCP proxy: weighted cluster, endpoint, connect with the cluster's
-//! timeout, then bytes both ways until both sides have closed (a half-close
-//! is passed on, not treated as the end).
+//! timeout (over mTLS, without ALPN, when the endpoint asks for it), then
+//! bytes both ways until both sides have closed (a half-close is passed on,
+//! not treated as the end).
 
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
 
 use super::balancer::Tried;
 use super::cluster::Limit;
-use super::http::{DRAIN_TIMEOUT, draining};
-use super::pool::tcp_connect;
+use super::http::{DRAIN_TIMEOUT, Drain};
+use super::pool;
 use super::route;
 use super::runtime::Shared;
+use super::tls::Alpn;
 use crate::config::TcpProxy;
 
 /// Proxies one downstream connection as `tcp` says. When `drain` turns true
 /// the connection gets [`DRAIN_TIMEOUT`] to end by itself, then is closed.
-pub(crate) async fn proxy<I>(
-    shared: &Shared,
-    tcp: &TcpProxy,
-    mut downstream: I,
-    mut drain: watch::Receiver<bool>,
-) where
+pub(crate) async fn proxy<I>(shared: &Shared, tcp: &TcpProxy, mut downstream: I, mut drain: Drain)
+where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let runtime = shared.runtime.load_full();
@@ -45,8 +42,12 @@ pub(crate) async fn proxy<I>(
         tracing::debug!(cluster = %cluster.spec.name, "TCP proxy: upstream overloaded");
         return;
     };
-    let addr = in_flight.endpoint().addr;
-    let mut upstream = match tcp_connect(addr, cluster.spec.connect_timeout).await {
+    let endpoint = in_flight.endpoint();
+    let addr = endpoint.addr;
+    let connect_timeout = cluster.spec.connect_timeout;
+    let mut upstream = match pool::open(addr, &endpoint.transport, &shared.tls, connect_timeout, Alpn::None)
+        .await
+    {
         Ok(upstream) => upstream,
         Err(error) => {
             tracing::debug!(cluster = %cluster.spec.name, endpoint = %addr, %error, "TCP proxy: connect failed");
@@ -54,7 +55,7 @@ pub(crate) async fn proxy<I>(
         }
     };
     let drained = async {
-        draining(&mut drain).await;
+        drain.signaled().await;
         tokio::time::sleep(DRAIN_TIMEOUT).await;
     };
     tokio::select! {

@@ -17,6 +17,7 @@ use super::pool::{Dial, Protocol, SendError};
 use super::retry::{self, MAX_BUFFERED_BODY, Outcome};
 use super::route;
 use super::runtime::Runtime;
+use super::tls::TlsContexts;
 use crate::config::{Forward, RetryPolicy, UpstreamProtocol};
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -29,6 +30,7 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 /// is not cut, unlike Envoy, which resets it.
 pub(crate) async fn forward(
     runtime: &Runtime,
+    tls: &TlsContexts,
     forward: &Forward,
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
@@ -55,7 +57,7 @@ pub(crate) async fn forward(
     if upstream_form(&mut parts, protocol).is_none() {
         return local_reply(StatusCode::BAD_REQUEST, "missing or invalid authority");
     }
-    let exchange = exchange(cluster, parts, body, forward.retry.as_ref(), protocol, permit);
+    let exchange = exchange(cluster, tls, parts, body, forward.retry.as_ref(), protocol, permit);
     match forward.timeout.filter(|t| !t.is_zero()) {
         Some(timeout) => tokio::time::timeout(timeout, exchange)
             .await
@@ -68,6 +70,7 @@ pub(crate) async fn forward(
 /// times as the policy allows.
 async fn exchange(
     cluster: &ClusterState,
+    tls: &TlsContexts,
     parts: request::Parts,
     body: Incoming,
     policy: Option<&RetryPolicy>,
@@ -78,7 +81,7 @@ async fn exchange(
     let small = body.size_hint().upper().is_some_and(|n| n <= MAX_BUFFERED_BODY);
     let Some(policy) = policy.filter(|p| p.num_retries > 0 && small) else {
         let req = Request::from_parts(parts, RequestBody::Streaming(body));
-        return match attempt(cluster, req, protocol, &mut Tried::default(), per_try).await {
+        return match attempt(cluster, tls, req, protocol, &mut Tried::default(), per_try).await {
             Ok((response, lease)) => respond(response, lease, permit),
             Err(outcome) => failure_reply(outcome),
         };
@@ -98,7 +101,7 @@ async fn exchange(
     loop {
         let last = retry == policy.num_retries;
         let req = rebuild(&parts, RequestBody::buffered(data.clone(), trailers.clone()));
-        match attempt(cluster, req, protocol, &mut tried, per_try).await {
+        match attempt(cluster, tls, req, protocol, &mut tried, per_try).await {
             Ok((response, lease))
                 if last || !retry::should_retry(policy, Outcome::Status(response.status())) =>
             {
@@ -116,6 +119,7 @@ async fn exchange(
 /// One try on one endpoint.
 async fn attempt(
     cluster: &ClusterState,
+    tls: &TlsContexts,
     req: Request<RequestBody>,
     protocol: Protocol,
     tried: &mut Tried,
@@ -125,6 +129,8 @@ async fn attempt(
     let endpoint = in_flight.endpoint();
     let dial = Dial {
         addr: endpoint.addr,
+        transport: &endpoint.transport,
+        tls,
         connect_timeout: cluster.spec.connect_timeout,
         breakers: &cluster.shared.breakers,
         limits: cluster.spec.limits,

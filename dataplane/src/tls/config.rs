@@ -30,24 +30,51 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
 /// chaining to `creds`' trust bundle. Authorization of the client's identity
 /// is left to the caller ([`peer_identity`]).
 pub fn server_config(creds: &Credentials) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_for(creds, true, &alpn())
+}
+
+/// A server config that presents `creds`, offers `alpn` (in order of
+/// preference) and verifies client certificates against `creds`' trust
+/// bundle: demanded when `require_client_certificate`, else optional (a
+/// client that presents one must still present a valid one).
+pub fn server_config_for(
+    creds: &Credentials,
+    require_client_certificate: bool,
+    alpn: &[Vec<u8>],
+) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = crypto_provider();
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(root_store(creds)?, provider.clone()).build()?;
+    let builder = WebPkiClientVerifier::builder_with_provider(root_store(creds)?, provider.clone());
+    let verifier = if require_client_certificate {
+        builder.build()?
+    } else {
+        builder.allow_unauthenticated().build()?
+    };
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
         .with_single_cert(creds.chain().to_vec(), creds.private_key())?;
-    config.alpn_protocols = alpn();
+    config.alpn_protocols = alpn.to_vec();
     Ok(Arc::new(config))
 }
 
 /// A client config that presents `creds` and accepts only a server whose
 /// certificate chains to `creds`' trust bundle and names `expected`.
 pub fn client_config(creds: &Credentials, expected: SpiffeId) -> Result<Arc<ClientConfig>, TlsError> {
+    client_config_for(creds, std::slice::from_ref(&expected), &alpn())
+}
+
+/// A client config that presents `creds`, offers `alpn`, and accepts only a
+/// server whose certificate chains to `creds`' trust bundle and names one of
+/// `allowed` (any identity when `allowed` is empty: the chain alone decides).
+pub fn client_config_for(
+    creds: &Credentials,
+    allowed: &[SpiffeId],
+    alpn: &[Vec<u8>],
+) -> Result<Arc<ClientConfig>, TlsError> {
     let provider = crypto_provider();
     let verifier = SpiffeServerVerifier {
         roots: root_store(creds)?,
-        expected,
+        allowed: allowed.to_vec(),
         algorithms: provider.signature_verification_algorithms,
     };
     let mut config = ClientConfig::builder_with_provider(provider)
@@ -55,7 +82,7 @@ pub fn client_config(creds: &Credentials, expected: SpiffeId) -> Result<Arc<Clie
         .dangerous() // The custom verifier still verifies the chain; only the name check differs.
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_auth_cert(creds.chain().to_vec(), creds.private_key())?;
-    config.alpn_protocols = alpn();
+    config.alpn_protocols = alpn.to_vec();
     Ok(Arc::new(config))
 }
 
@@ -66,6 +93,7 @@ pub fn peer_identity(peer_certificates: Option<&[CertificateDer<'_>]>) -> Result
     spiffe_id_of(leaf)
 }
 
+/// [`ALPN_PROTOCOLS`] as rustls wants them.
 fn alpn() -> Vec<Vec<u8>> {
     ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect()
 }
@@ -78,11 +106,27 @@ fn root_store(creds: &Credentials) -> Result<Arc<RootCertStore>, TlsError> {
     Ok(Arc::new(roots))
 }
 
-/// Verifies a server's chain against the trust bundle, then its SPIFFE ID.
+/// A server presented a SPIFFE ID outside the allowed set (more than one
+/// allowed; with exactly one, [`TlsError::UnexpectedPeer`] says it).
+#[derive(Debug, thiserror::Error)]
+#[error("peer is {presented}, expected one of {}", list(.allowed))]
+pub struct PeerNotAllowed {
+    /// The identities the caller allows.
+    pub allowed: Vec<SpiffeId>,
+    /// The identity the peer's certificate carries.
+    pub presented: SpiffeId,
+}
+
+fn list(ids: &[SpiffeId]) -> String {
+    ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// Verifies a server's chain against the trust bundle, then its SPIFFE ID
+/// (one of `allowed`; any when `allowed` is empty).
 #[derive(Debug)]
 struct SpiffeServerVerifier {
     roots: Arc<RootCertStore>,
-    expected: SpiffeId,
+    allowed: Vec<SpiffeId>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -103,16 +147,21 @@ impl ServerCertVerifier for SpiffeServerVerifier {
             now,
             self.algorithms.all,
         )?;
-        let reject =
-            |e: TlsError| rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))));
-        let presented = spiffe_id_of(end_entity).map_err(reject)?;
-        if presented != self.expected {
-            return Err(reject(TlsError::UnexpectedPeer {
-                expected: Box::new(self.expected.clone()),
-                presented: Box::new(presented),
-            }));
+        if self.allowed.is_empty() {
+            return Ok(ServerCertVerified::assertion());
         }
-        Ok(ServerCertVerified::assertion())
+        let reject = |e: Arc<dyn std::error::Error + Send + Sync>| {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(e)))
+        };
+        let presented = spiffe_id_of(end_entity).map_err(|e| reject(Arc::new(e)))?;
+        match self.allowed.as_slice() {
+            allowed if allowed.contains(&presented) => Ok(ServerCertVerified::assertion()),
+            [expected] => Err(reject(Arc::new(TlsError::UnexpectedPeer {
+                expected: Box::new(expected.clone()),
+                presented: Box::new(presented),
+            }))),
+            allowed => Err(reject(Arc::new(PeerNotAllowed { allowed: allowed.to_vec(), presented }))),
+        }
     }
 
     fn verify_tls12_signature(

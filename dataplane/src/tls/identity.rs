@@ -7,6 +7,7 @@
 //! stays published. The private key is never serialized onto the wire.
 
 use std::fmt;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,6 +28,9 @@ const RENEW_AT_TENTHS: u32 = 7;
 const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
 /// Longest wait between renewal attempts.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+/// Shortest wait between two renewals, so a certificate that is due at once
+/// (a lifetime shorter than the CA's backdating) cannot make a hot loop.
+const MIN_RENEW_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A workload's key, certificate chain and trust bundle, immutable and
 /// shared as `Arc<Credentials>`; a renewal publishes a new value.
@@ -210,12 +214,52 @@ impl Certifier {
         Ok((rx, tokio::spawn(self.renew_forever(tx))))
     }
 
-    async fn renew_forever(mut self, tx: watch::Sender<Arc<Credentials>>) {
+    /// Certifies, retrying with backoff while the failure may pass (the
+    /// control plane is unreachable or busy), and failing at once when it
+    /// will not ([`TlsError::is_permanent`]: a refused token, a bad request).
+    pub async fn certify_with_retry(&mut self) -> Result<Credentials, TlsError> {
         let mut failures = 0u32;
         loop {
+            match self.certify().await {
+                Ok(creds) => {
+                    tracing::info!(identity = %creds.identity, not_after = ?creds.not_after, "certified");
+                    return Ok(creds);
+                }
+                Err(error) if error.is_permanent() => return Err(error),
+                Err(error) => {
+                    let wait = retry_delay(failures);
+                    failures = failures.saturating_add(1);
+                    // Say it at once, then now and then while it lasts.
+                    if failures % 10 == 1 {
+                        tracing::warn!(error = %error_chain(&error), failures, retry_in = ?wait, "certification failed; retrying");
+                    } else {
+                        tracing::debug!(error = %error_chain(&error), failures, retry_in = ?wait, "certification failed; retrying");
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Publishes `first` into `tx`, then renews at 70 % of each
+    /// certificate's life for as long as `tx` has receivers, retrying
+    /// failures with backoff and keeping the old credentials published
+    /// meanwhile.
+    pub async fn maintain(self, first: Credentials, tx: watch::Sender<Option<Arc<Credentials>>>) {
+        tx.send_replace(Some(Arc::new(first)));
+        self.renew_forever(tx).await;
+    }
+
+    async fn renew_forever<P: Publish>(mut self, tx: P) {
+        let mut failures = 0u32;
+        loop {
+            let Some(current) = tx.current() else { return };
             let wait = if failures == 0 {
-                let renew_at = tx.borrow().renew_at();
-                renew_at.duration_since(SystemTime::now()).unwrap_or_default()
+                current
+                    .renew_at()
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default()
+                    .max(MIN_RENEW_INTERVAL)
             } else {
                 retry_delay(failures - 1)
             };
@@ -227,17 +271,80 @@ impl Certifier {
                 Ok(creds) => {
                     tracing::info!(identity = %creds.identity, not_after = ?creds.not_after, "renewed");
                     failures = 0;
-                    tx.send_replace(Arc::new(creds));
+                    tx.publish(Arc::new(creds));
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);
                     // The old credentials stay published until a renewal succeeds.
-                    let expired = tx.borrow().not_after <= SystemTime::now();
-                    tracing::warn!(%error, failures, expired, "certificate renewal failed");
+                    let error = error_chain(&error);
+                    let left = current.not_after.duration_since(SystemTime::now()).ok();
+                    match left {
+                        None => tracing::error!(
+                            error,
+                            failures,
+                            "certificate renewal failed and the workload certificate has EXPIRED; \
+                             peers will refuse it until a renewal succeeds"
+                        ),
+                        Some(left) => tracing::warn!(
+                            error,
+                            failures,
+                            expires_in = ?left,
+                            "certificate renewal failed; retrying"
+                        ),
+                    }
                 }
             }
         }
     }
+}
+
+/// Where a certifier publishes renewed credentials.
+trait Publish: Send + 'static {
+    /// The credentials published now.
+    fn current(&self) -> Option<Arc<Credentials>>;
+    /// Publishes new credentials.
+    fn publish(&self, creds: Arc<Credentials>);
+    /// Resolves when nobody reads the credentials any more.
+    fn closed(&self) -> impl Future<Output = ()> + Send;
+}
+
+impl Publish for watch::Sender<Arc<Credentials>> {
+    fn current(&self) -> Option<Arc<Credentials>> {
+        Some(self.borrow().clone())
+    }
+    fn publish(&self, creds: Arc<Credentials>) {
+        self.send_replace(creds);
+    }
+    fn closed(&self) -> impl Future<Output = ()> + Send {
+        watch::Sender::closed(self)
+    }
+}
+
+impl Publish for watch::Sender<Option<Arc<Credentials>>> {
+    fn current(&self) -> Option<Arc<Credentials>> {
+        self.borrow().clone()
+    }
+    fn publish(&self, creds: Arc<Credentials>) {
+        self.send_replace(Some(creds));
+    }
+    fn closed(&self) -> impl Future<Output = ()> + Send {
+        watch::Sender::closed(self)
+    }
+}
+
+/// An error and its causes, on one line.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
 }
 
 /// A DER CSR for `identity`'s URI SAN, signed by `key`. The leaf is used both

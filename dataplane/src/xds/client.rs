@@ -12,7 +12,7 @@ use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::{Instrument, debug, info, info_span, warn};
 use weft_xds_protos::envoy::config::core::v3::Node;
 use weft_xds_protos::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -23,6 +23,7 @@ use super::state::{State, Status, Update};
 use super::{NodeInfo, ResourceType};
 use crate::config::Config;
 use crate::metrics::{Metrics, TypeLabel};
+use crate::tls::{ControlPlaneTls, control_endpoint};
 
 /// Which ADS flavour to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,6 +64,9 @@ pub struct ClientConfig {
     /// How long a listener or cluster waits for its route table or endpoints
     /// before it serves without them (Envoy's `initial_fetch_timeout`, 15 s).
     pub initial_fetch_timeout: Duration,
+    /// TLS to the control plane (server SPIFFE ID checked, workload
+    /// certificate presented); `None`: plaintext (`--insecure-plaintext`).
+    pub control_tls: Option<ControlPlaneTls>,
 }
 
 impl ClientConfig {
@@ -74,6 +78,7 @@ impl ClientConfig {
             mode: Mode::Delta,
             backoff: Backoff::default(),
             initial_fetch_timeout: Duration::from_secs(15),
+            control_tls: None,
         }
     }
 }
@@ -165,7 +170,8 @@ impl XdsClient {
     pub fn new(config: ClientConfig, metrics: Arc<Metrics>) -> (XdsClient, XdsHandle) {
         let (config_tx, config_rx) = watch::channel(Arc::new(Config::default()));
         let (status_tx, status_rx) = watch::channel(Arc::new(Status::default()));
-        let state = State::new(config.initial_fetch_timeout);
+        // Without TLS to the control plane there is no workload certificate (--insecure-plaintext).
+        let state = State::new(config.initial_fetch_timeout).with_tls(config.control_tls.is_some());
         let client = XdsClient { config, state, config_tx, status_tx, metrics, connected: false };
         (client, XdsHandle { config: config_rx, status: status_rx })
     }
@@ -266,22 +272,15 @@ impl XdsClient {
     }
 
     async fn connect(&self) -> Result<Channel, StreamError> {
-        let uri = if self.config.server.contains("://") {
-            self.config.server.clone()
-        } else {
-            format!("http://{}", self.config.server)
-        };
         let connect_error = |source| StreamError::Connect { server: self.config.server.clone(), source };
-        Endpoint::from_shared(uri)
-            .map_err(connect_error)?
-            .connect_timeout(Duration::from_secs(5))
-            // Notice a control plane that vanished without closing the connection.
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true)
-            .connect()
-            .await
-            .map_err(connect_error)
+        let endpoint = control_endpoint(&self.config.server).map_err(connect_error)?;
+        match &self.config.control_tls {
+            // A fresh connector per stream: the anchors and the client
+            // certificate are read at each handshake.
+            Some(tls) => tls.connect(&endpoint).await,
+            None => endpoint.connect().await,
+        }
+        .map_err(connect_error)
     }
 
     fn on_response<P: Protocol>(

@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use weft_xds_protos::google::protobuf::Any;
 
 use super::ResourceType;
-use super::decode::{self, Notes, Resource};
+use super::decode::{self, Notes, Options, Resource};
 use super::error::DecodeError;
 use crate::config::{ChainKind, Config, Listener, RouteSource};
 
@@ -103,6 +103,8 @@ pub(crate) struct State {
     rejected: BTreeMap<(ResourceType, String), Nack>,
     /// Ignored fields already warned about.
     warned: BTreeSet<&'static str>,
+    /// What decoding accepts.
+    options: Options,
 }
 
 /// The result of applying a response.
@@ -139,7 +141,15 @@ impl State {
             types: BTreeMap::new(),
             rejected: BTreeMap::new(),
             warned: BTreeSet::new(),
+            options: Options::default(),
         }
+    }
+
+    /// Whether the proxy has workload credentials: without them, resources
+    /// that use TLS are rejected (by default they are accepted).
+    pub(crate) fn with_tls(mut self, tls: bool) -> Self {
+        self.options.tls = tls;
+        self
     }
 
     /// The versions held of a type, for Delta's `initial_resource_versions`.
@@ -185,7 +195,7 @@ impl State {
                 continue;
             }
             let mut notes = Notes::default();
-            match decode::validate(&parsed, &name, &mut notes) {
+            match decode::validate(&parsed, &name, self.options, &mut notes) {
                 Ok(resource) => {
                     self.warn_ignored(kind, &name, &notes);
                     accepted.push((

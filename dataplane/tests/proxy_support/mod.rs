@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use weft_proxy::config::*;
 use weft_proxy::metrics::Metrics;
+use weft_proxy::tls::Credentials;
 
 /// How long a bounded wait may take (`WEFT_TEST_PATIENCE_MS`, default 10 s).
 pub fn patience() -> Duration {
@@ -132,12 +133,18 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Runs `weft_proxy::proxy::run` on `config`.
+    /// Runs `weft_proxy::proxy::run` on `config`, without credentials.
     pub fn start(config: Config) -> Proxy {
+        Proxy::start_with(config, watch::channel(None).1)
+    }
+
+    /// Runs `weft_proxy::proxy::run` on `config` with these credentials.
+    pub fn start_with(config: Config, credentials: watch::Receiver<Option<Arc<Credentials>>>) -> Proxy {
         let (config_tx, config_rx) = watch::channel(Arc::new(config));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let metrics = Arc::new(Metrics::new());
-        let task = tokio::spawn(weft_proxy::proxy::run(config_rx, Arc::clone(&metrics), shutdown_rx));
+        let task =
+            tokio::spawn(weft_proxy::proxy::run(config_rx, credentials, Arc::clone(&metrics), shutdown_rx));
         Proxy { config: config_tx, metrics, shutdown, task }
     }
 

@@ -207,3 +207,207 @@ fn zero_lifetime_and_invalid_trust_domain_are_refused() {
     let config = CaConfig { trust_domain: "Not A Domain".into(), ..CaConfig::default() };
     assert!(matches!(CertificateAuthority::generate(config), Err(CaError::TrustDomain(_))));
 }
+
+/// Verifies `leaf` + `intermediates` as a client certificate against `bundle`, as the control
+/// plane's rustls does (webpki: chain, validity, clientAuth EKU).
+fn verify_client_chain(
+    bundle: &[Vec<u8>],
+    leaf: &[u8],
+    intermediates: &[Vec<u8>],
+) -> Result<(), rustls::Error> {
+    use rustls::pki_types::{CertificateDer, UnixTime};
+    let mut roots = rustls::RootCertStore::empty();
+    for der in bundle {
+        roots.add(CertificateDer::from(der.clone())).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider).build().unwrap();
+    let intermediates: Vec<CertificateDer<'_>> =
+        intermediates.iter().map(|d| CertificateDer::from(d.as_slice())).collect();
+    verifier.verify_client_cert(&CertificateDer::from(leaf), &intermediates, UnixTime::now()).map(|_| ())
+}
+
+fn with_intermediate(dir: &Path) -> CertificateAuthority {
+    CertificateAuthority::load_or_generate(dir, CaConfig::default()).unwrap();
+    CertificateAuthority::create_intermediate(dir, "cluster.local", 24 * HOUR).unwrap();
+    CertificateAuthority::load_or_generate(dir, CaConfig::default()).unwrap()
+}
+
+#[test]
+fn leaf_key_usage_is_digital_signature_only_and_serial_is_reported() {
+    let ca = CertificateAuthority::generate(CaConfig::default()).unwrap();
+    let (csr_der, _) = csr(&[]);
+    let issued = ca.sign_csr(&csr_der, &cart(), HOUR).unwrap();
+    let leaf = parse(&issued.leaf_der);
+    let ku = leaf.key_usage().unwrap().unwrap().value;
+    assert!(ku.digital_signature() && !ku.key_encipherment() && !ku.key_cert_sign());
+    assert_eq!(issued.serial, leaf.raw_serial().iter().map(|b| format!("{b:02x}")).collect::<String>());
+    assert_eq!(issued.not_before, SystemTime::from(leaf.validity().not_before.to_datetime()));
+    verify_client_chain(&ca.trust_bundle(), &issued.leaf_der, &issued.chain).unwrap();
+}
+
+#[test]
+fn intermediate_signs_leaves_and_is_sent_as_their_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = with_intermediate(dir.path());
+    assert_eq!(mode(&dir.path().join(INTERMEDIATE_KEY_FILE)), 0o600);
+    assert_eq!(ca.chain().len(), 1);
+    assert_eq!(ca.trust_bundle(), vec![ca.root_der().to_vec()], "the intermediate is not a trust anchor");
+
+    let (csr_der, _) = csr(&[]);
+    let issued = ca.sign_csr(&csr_der, &cart(), HOUR).unwrap();
+    assert_eq!(issued.chain, ca.chain());
+    let leaf = parse(&issued.leaf_der);
+    let inter = parse(&issued.chain[0]);
+    let root = parse(ca.root_der());
+    assert_eq!(leaf.issuer(), inter.subject());
+    leaf.verify_signature(Some(inter.public_key())).unwrap();
+    inter.verify_signature(Some(root.public_key())).unwrap();
+    assert!(leaf.verify_signature(Some(root.public_key())).is_err(), "the root no longer signs leaves");
+    verify_client_chain(&issued.trust_bundle, &issued.leaf_der, &issued.chain).unwrap();
+    assert!(verify_client_chain(&issued.trust_bundle, &issued.leaf_der, &[]).is_err(), "needs the chain");
+}
+
+#[test]
+fn root_key_may_stay_offline_while_an_intermediate_signs() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = with_intermediate(dir.path());
+    fs::remove_file(dir.path().join(ROOT_KEY_FILE)).unwrap();
+    let ca = CertificateAuthority::load_or_generate(dir.path(), CaConfig::default()).unwrap();
+    assert_eq!(ca.root_der(), first.root_der());
+    let (csr_der, _) = csr(&[]);
+    let issued = ca.sign_csr(&csr_der, &cart(), HOUR).unwrap();
+    verify_client_chain(&issued.trust_bundle, &issued.leaf_der, &issued.chain).unwrap();
+}
+
+#[test]
+fn intermediate_of_another_root_or_half_present_is_refused() {
+    let other = tempfile::tempdir().unwrap();
+    with_intermediate(other.path());
+    let dir = tempfile::tempdir().unwrap();
+    CertificateAuthority::load_or_generate(dir.path(), CaConfig::default()).unwrap();
+    fs::copy(other.path().join(INTERMEDIATE_CERT_FILE), dir.path().join(INTERMEDIATE_CERT_FILE)).unwrap();
+    let err = CertificateAuthority::load_or_generate(dir.path(), CaConfig::default()).unwrap_err();
+    assert!(matches!(err, CaError::IncompleteIntermediate { .. }), "{err}");
+    fs::copy(other.path().join(INTERMEDIATE_KEY_FILE), dir.path().join(INTERMEDIATE_KEY_FILE)).unwrap();
+    let err = CertificateAuthority::load_or_generate(dir.path(), CaConfig::default()).unwrap_err();
+    assert!(matches!(err, CaError::InvalidIntermediate(_)), "{err}");
+
+    // Right certificate, wrong key.
+    let dir = tempfile::tempdir().unwrap();
+    with_intermediate(dir.path());
+    fs::remove_file(dir.path().join(INTERMEDIATE_KEY_FILE)).unwrap();
+    fs::copy(other.path().join(INTERMEDIATE_KEY_FILE), dir.path().join(INTERMEDIATE_KEY_FILE)).unwrap();
+    let err = CertificateAuthority::load_or_generate(dir.path(), CaConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("key does not match"), "{err}");
+}
+
+#[test]
+fn extra_roots_join_the_trust_bundle_for_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = CertificateAuthority::load_or_generate(dir.path(), CaConfig::default()).unwrap();
+    let next = CertificateAuthority::generate(CaConfig::default()).unwrap();
+    let third = CertificateAuthority::generate(CaConfig::default()).unwrap();
+    fs::write(dir.path().join(EXTRA_ROOTS_FILE), format!("{}{}", next.root_pem(), third.root_pem())).unwrap();
+    let ca = CertificateAuthority::load_or_generate(dir.path(), CaConfig::default()).unwrap();
+    assert_eq!(ca.root_der(), old.root_der(), "the old root still signs");
+    assert_eq!(
+        ca.trust_bundle(),
+        vec![old.root_der().to_vec(), next.root_der().to_vec(), third.root_der().to_vec()]
+    );
+
+    // Leaves of the old and the next root both verify against the bundle workloads get.
+    let (csr_der, _) = csr(&[]);
+    let from_old = ca.sign_csr(&csr_der, &cart(), HOUR).unwrap();
+    let from_next = next.sign_csr(&csr_der, &cart(), HOUR).unwrap();
+    verify_client_chain(&from_old.trust_bundle, &from_next.leaf_der, &[]).unwrap();
+    verify_client_chain(&from_old.trust_bundle, &from_old.leaf_der, &[]).unwrap();
+    let stranger = CertificateAuthority::generate(CaConfig::default()).unwrap();
+    let from_stranger = stranger.sign_csr(&csr_der, &cart(), HOUR).unwrap();
+    assert!(verify_client_chain(&from_old.trust_bundle, &from_stranger.leaf_der, &[]).is_err());
+
+    // The PEM bundle holds the same certificates.
+    let pem_ders: Vec<Vec<u8>> = x509_parser::pem::Pem::iter_from_buffer(ca.trust_bundle_pem().as_bytes())
+        .map(|p| p.unwrap().contents)
+        .collect();
+    assert_eq!(pem_ders, ca.trust_bundle());
+}
+
+#[test]
+fn extra_roots_that_are_not_ca_certificates_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = CertificateAuthority::load_or_generate(dir.path(), CaConfig::default()).unwrap();
+    let (csr_der, _) = csr(&[]);
+    let leaf = ca.sign_csr(&csr_der, &cart(), HOUR).unwrap();
+    let leaf_pem = format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        // A leaf is not a root: re-encode it with the module's own PEM writer.
+        pem_encode(&leaf.leaf_der).lines().filter(|l| !l.starts_with("-----")).collect::<Vec<_>>().join("\n")
+    );
+    for bad in ["not pem at all", leaf_pem.as_str()] {
+        fs::write(dir.path().join(EXTRA_ROOTS_FILE), bad).unwrap();
+        let err = CertificateAuthority::load_or_generate(dir.path(), CaConfig::default()).unwrap_err();
+        assert!(matches!(err, CaError::InvalidExtraRoot(_)), "{bad:?}: {err}");
+    }
+    // An emptied file (after a rotation) is no extra root at all.
+    fs::write(dir.path().join(EXTRA_ROOTS_FILE), "\n").unwrap();
+    let ca = CertificateAuthority::load_or_generate(dir.path(), CaConfig::default()).unwrap();
+    assert_eq!(ca.trust_bundle().len(), 1);
+}
+
+#[test]
+fn server_certificate_names_the_control_plane_by_spiffe_id_dns_and_ip() {
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = with_intermediate(dir.path());
+    let control = SpiffeId::new("cluster.local", "weft-system", "weft-control").unwrap();
+    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+    let (issued, _key) =
+        ca.issue_server_cert(&control, &["localhost", "weft-control.weft-system.svc"], &[ip], HOUR).unwrap();
+    let leaf = parse(&issued.leaf_der);
+    let names: Vec<String> = leaf
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(names[0].contains("spiffe://cluster.local/ns/weft-system/sa/weft-control"), "{names:?}");
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(ca.root_der().to_vec())).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(roots.into(), provider).build().unwrap();
+    let inter: Vec<CertificateDer<'_>> =
+        issued.chain.iter().map(|d| CertificateDer::from(d.as_slice())).collect();
+    for name in ["weft-control.weft-system.svc", "localhost", "127.0.0.1"] {
+        let name = ServerName::try_from(name).unwrap();
+        verifier
+            .verify_server_cert(
+                &CertificateDer::from(issued.leaf_der.as_slice()),
+                &inter,
+                &name,
+                &[],
+                UnixTime::now(),
+            )
+            .unwrap();
+    }
+    let wrong = ServerName::try_from("example.com").unwrap();
+    assert!(
+        verifier
+            .verify_server_cert(
+                &CertificateDer::from(issued.leaf_der.as_slice()),
+                &inter,
+                &wrong,
+                &[],
+                UnixTime::now()
+            )
+            .is_err()
+    );
+}

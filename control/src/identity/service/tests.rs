@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use rcgen::{CertificateParams, KeyPair, SanType};
 use tonic::Code;
@@ -90,7 +90,8 @@ async fn token_of_another_workload_does_not_prove_the_claimed_identity() {
     let payments_token = f.tokens.issue(&"spiffe://cluster.local/ns/shop/sa/payments".parse().unwrap());
     f.tokens.issue(&CART.parse().unwrap());
     let status = refusal(&f, request(CART, &payments_token, csr(&[]))).await;
-    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("sa/payments") && status.message().contains(CART), "{status:?}");
 }
 
 #[tokio::test]
@@ -137,4 +138,34 @@ async fn unauthenticated_caller_learns_nothing_about_its_csr() {
     let f = fixture();
     let status = refusal(&f, request(CART, "weft.guess", b"garbage".to_vec())).await;
     assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn issuance_and_refusals_are_recorded_in_the_ledger_and_metrics() {
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let ledger = Arc::new(crate::identity::Ledger::new(metrics.clone()));
+    let f = fixture();
+    let service = IdentityService::new(f.ca.clone(), f.tokens.clone()).with_ledger(ledger.clone());
+    let token = f.tokens.issue(&CART.parse().unwrap());
+
+    let response = service.certify(Request::new(request(CART, &token, csr(&[])))).await.unwrap().into_inner();
+    let leaf = crate::identity::CertInfo::from_der(&response.leaf_certificate).unwrap();
+    let record = ledger.latest(CART).expect("recorded");
+    assert_eq!(record.serial, leaf.serial);
+    assert_eq!(record.not_after, leaf.not_after);
+    assert_eq!(record.not_before, leaf.not_before);
+    assert_eq!(ledger.all().len(), 1);
+
+    service.certify(Request::new(request(CART, "weft1.nope", csr(&[])))).await.unwrap_err();
+    service.certify(Request::new(request(CART, "", csr(&[])))).await.unwrap_err();
+    let text = metrics.encode();
+    assert!(text.contains("weft_identity_issued_total 1"), "{text}");
+    assert!(text.contains("weft_identity_refused_total{reason=\"invalid_token\"} 1"), "{text}");
+    assert!(text.contains("weft_identity_refused_total{reason=\"missing_token\"} 1"), "{text}");
+    assert!(!text.contains("weft_identity_root_expiry_seconds"), "no CA registered yet:\n{text}");
+    metrics.set_root_not_after(f.ca.root_not_after());
+    let text = metrics.encode();
+    let line = text.lines().find(|l| l.starts_with("weft_identity_root_expiry_seconds ")).expect(&text);
+    let seconds: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(seconds > 9.9 * 365.0 * 86_400.0 && seconds <= 3650.0 * 86_400.0, "{line}");
 }

@@ -1,5 +1,6 @@
 //! Clusters (CDS): where endpoints come from (EDS or listed inline), how to
-//! pick one, connection limits and the upstream HTTP protocol.
+//! pick one, connection limits, the upstream HTTP protocol, and mTLS to the
+//! endpoints that ask for it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,9 +10,10 @@ use weft_xds_protos::envoy::config::cluster::v3::{
 };
 use weft_xds_protos::envoy::config::core::v3::RoutingPriority;
 use weft_xds_protos::envoy::extensions::upstreams::http::v3::{HttpProtocolOptions, http_protocol_options};
+use weft_xds_protos::google::protobuf::value::Kind;
 
-use super::{Notes, ads_source, duration, endpoint, holds, ignored, transport_socket, unpack, unsupported};
-use crate::config::{CircuitBreakers, Cluster, Discovery, LbPolicy, UpstreamProtocol};
+use super::{Notes, ads_source, duration, endpoint, holds, ignored, tls, unpack, unsupported};
+use crate::config::{CircuitBreakers, Cluster, Discovery, LbPolicy, UpstreamProtocol, UpstreamTls};
 use crate::xds::error::{At, FieldError};
 
 /// Envoy's connect timeout when a cluster sets none.
@@ -23,7 +25,6 @@ pub(crate) fn cluster(c: &XdsCluster, notes: &mut Notes) -> Result<(Cluster, Opt
     unsupported!(
         c,
         [
-            transport_socket_matches,
             transport_socket_matcher,
             health_checks,
             outlier_detection,
@@ -34,7 +35,7 @@ pub(crate) fn cluster(c: &XdsCluster, notes: &mut Notes) -> Result<(Cluster, Opt
             upstream_config,
         ]
     );
-    transport_socket(c.transport_socket.as_ref()).at("transport_socket")?;
+    let tls = upstream_tls(c, notes)?;
     ignored!(
         notes,
         c,
@@ -86,9 +87,52 @@ pub(crate) fn cluster(c: &XdsCluster, notes: &mut Notes) -> Result<(Cluster, Opt
         None => CircuitBreakers::default(),
     };
     let protocol = protocol(c, notes)?;
-    let cluster =
-        Cluster { name: c.name.clone(), discovery, connect_timeout, lb, limits, protocol, tls: None };
+    let cluster = Cluster { name: c.name.clone(), discovery, connect_timeout, lb, limits, protocol, tls };
     Ok((cluster, eds_name))
+}
+
+/// `filter_metadata` namespace of the endpoint metadata transport socket matches look at.
+pub(crate) const SOCKET_MATCH_METADATA: &str = "envoy.transport_socket_match";
+/// The key, in that namespace, of endpoints dialled over mTLS (value `true`).
+pub(crate) const MTLS_KEY: &str = "weft.mtls";
+
+/// The cluster's TLS: a `transport_socket_matches` entry matching
+/// `{"weft.mtls": true}` (endpoints marked so), and / or a TLS
+/// `transport_socket` (every endpoint). Both at once must say the same.
+fn upstream_tls(c: &XdsCluster, notes: &mut Notes) -> Result<Option<UpstreamTls>, FieldError> {
+    let everywhere = tls::upstream(c.transport_socket.as_ref(), notes).at("transport_socket")?;
+    let mut marked = None;
+    for (i, m) in c.transport_socket_matches.iter().enumerate() {
+        let field = format!("transport_socket_matches[{i}]");
+        if marked.is_some() {
+            return Err(FieldError::new(
+                field,
+                "a second entry matching {\"weft.mtls\": true} would never be used",
+            ));
+        }
+        let only_mtls = m.r#match.as_ref().is_some_and(|s| {
+            s.fields.len() == 1
+                && s.fields.get(MTLS_KEY).is_some_and(|v| matches!(v.kind, Some(Kind::BoolValue(true))))
+        });
+        if !only_mtls {
+            return Err(FieldError::new(
+                format!("{field}.match"),
+                "not supported by weft-proxy: only the match {\"weft.mtls\": true} is",
+            ));
+        }
+        marked =
+            Some(tls::upstream(m.transport_socket.as_ref(), notes).at(&format!("{field}.transport_socket"))?);
+    }
+    match (everywhere, marked) {
+        (None, None | Some(None)) => Ok(None),
+        (None, Some(Some(tls))) => Ok(Some(tls)),
+        (Some(tls), None) => Ok(Some(UpstreamTls { all_endpoints: true, ..tls })),
+        (Some(tls), Some(Some(same))) if same == tls => Ok(Some(UpstreamTls { all_endpoints: true, ..tls })),
+        (Some(_), Some(_)) => Err(FieldError::new(
+            "transport_socket_matches[0].transport_socket",
+            "differs from transport_socket: weft-proxy has one TLS context per cluster",
+        )),
+    }
 }
 
 fn discovery(c: &XdsCluster, notes: &mut Notes) -> Result<(Discovery, Option<String>), FieldError> {

@@ -1,5 +1,6 @@
 //! ClusterLoadAssignments (EDS, or inline in a STATIC cluster): the healthy
-//! endpoints of a cluster, their weights and the identity they should present.
+//! endpoints of a cluster, their weights, the identity they should present,
+//! and whether they are dialled over mTLS.
 
 use weft_xds_protos::envoy::config::core::v3::HealthStatus;
 use weft_xds_protos::envoy::config::endpoint::v3::{
@@ -7,6 +8,7 @@ use weft_xds_protos::envoy::config::endpoint::v3::{
 };
 use weft_xds_protos::google::protobuf::value::Kind;
 
+use super::cluster::{MTLS_KEY, SOCKET_MATCH_METADATA};
 use super::{Notes, ignored, socket_addr, unsupported};
 use crate::config::{ClusterEndpoints, Endpoint};
 use crate::xds::error::{At, FieldError};
@@ -100,6 +102,13 @@ fn lb_endpoint(e: &LbEndpoint, notes: &mut Notes) -> Result<Option<Endpoint>, Fi
             }
         },
     };
+    // Envoy matches the cluster's `{"weft.mtls": true}` socket against this metadata.
+    let mtls = e
+        .metadata
+        .as_ref()
+        .and_then(|m| m.filter_metadata.get(SOCKET_MATCH_METADATA))
+        .and_then(|s| s.fields.get(MTLS_KEY))
+        .is_some_and(|v| matches!(v.kind, Some(Kind::BoolValue(true))));
     let healthy = match HealthStatus::try_from(e.health_status) {
         Ok(HealthStatus::Unknown | HealthStatus::Healthy) => true,
         Ok(_) => false,
@@ -107,5 +116,5 @@ fn lb_endpoint(e: &LbEndpoint, notes: &mut Notes) -> Result<Option<Endpoint>, Fi
             return Err(FieldError::new("health_status", format!("unknown status {}", e.health_status)));
         }
     };
-    Ok(healthy.then_some(Endpoint { addr, identity, weight, mtls: false }))
+    Ok(healthy.then_some(Endpoint { addr, identity, weight, mtls }))
 }

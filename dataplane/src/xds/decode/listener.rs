@@ -1,6 +1,7 @@
 //! Listeners (LDS): the bind address, listener filters, and filter chains
-//! matched by destination, each ending in an HTTP connection manager or a TCP
-//! proxy.
+//! matched by destination, SNI and transport protocol, each terminating TLS
+//! or not, optionally checking network RBAC, and ending in an HTTP
+//! connection manager (optionally with HTTP RBAC) or a TCP proxy.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -11,6 +12,7 @@ use weft_xds_protos::envoy::config::listener::v3::{
     Filter, FilterChain as XdsFilterChain, FilterChainMatch, Listener as XdsListener, ListenerFilter, filter,
     listener_filter,
 };
+use weft_xds_protos::envoy::extensions::filters::http::rbac::v3::Rbac as HttpRbac;
 use weft_xds_protos::envoy::extensions::filters::http::router::v3::Router;
 use weft_xds_protos::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
 use weft_xds_protos::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
@@ -18,11 +20,13 @@ use weft_xds_protos::envoy::extensions::filters::listener::tls_inspector::v3::Tl
 use weft_xds_protos::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, http_connection_manager, http_filter,
 };
+use weft_xds_protos::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbac;
 use weft_xds_protos::envoy::extensions::filters::network::tcp_proxy::v3::{
     TcpProxy as XdsTcpProxy, tcp_proxy,
 };
 
-use super::{Notes, ads_source, holds, ignored, route, transport_socket, unpack, unsupported};
+use super::{Notes, ads_source, holds, ignored, rbac, route, tls, unpack, unsupported};
+use crate::config::rbac::Rbac;
 use crate::config::{ChainKind, FilterChain, HttpManager, Listener, RouteSource, TcpProxy, WeightedCluster};
 use crate::xds::error::{At, FieldError};
 
@@ -79,16 +83,26 @@ pub(crate) fn listener(l: &XdsListener, notes: &mut Notes) -> Result<Listener, F
         ]
     );
     let addr = super::socket_addr(l.address.as_ref(), notes).at("address")?;
-    let mut original_dst = false;
+    let (mut original_dst, mut tls_inspector) = (false, false);
     for (i, f) in l.listener_filters.iter().enumerate() {
-        original_dst |= listener_filter(f, notes).at_index("listener_filters", i)?;
+        match listener_filter(f, notes).at_index("listener_filters", i)? {
+            Some(Inspector::OriginalDst) => original_dst = true,
+            Some(Inspector::Tls) => tls_inspector = true,
+            None => {}
+        }
     }
     let mut chains = Vec::with_capacity(l.filter_chains.len());
-    let mut matches: HashMap<ChainMatch, usize> = HashMap::new();
+    let mut matches: HashMap<MatchKey, usize> = HashMap::new();
     for (i, c) in l.filter_chains.iter().enumerate() {
         let chain = filter_chain(c, || format!("{}/{i}", l.name), notes).at_index("filter_chains", i)?;
-        let mut key = (chain.destination_port, chain.destination_prefixes.clone());
+        let mut key = (
+            chain.destination_port,
+            chain.destination_prefixes.clone(),
+            chain.server_names.clone(),
+            chain.transport_protocol.clone(),
+        );
         key.1.sort();
+        key.2.sort();
         if let Some(first) = matches.insert(key, i) {
             let reason = format!("matches the same connections as filter_chains[{first}]");
             return Err(FieldError::new(format!("filter_chains[{i}].filter_chain_match"), reason));
@@ -107,12 +121,20 @@ pub(crate) fn listener(l: &XdsListener, notes: &mut Notes) -> Result<Listener, F
             "a listener needs a filter chain or a default_filter_chain",
         ));
     }
-    Ok(Listener { name: l.name.clone(), addr, chains, default_chain, original_dst, tls_inspector: false })
+    Ok(Listener { name: l.name.clone(), addr, chains, default_chain, original_dst, tls_inspector })
 }
 
-/// Whether a listener filter is `original_dst`; inspectors that only feed
-/// chain matches weft-proxy does not implement are ignored.
-fn listener_filter(f: &ListenerFilter, notes: &mut Notes) -> Result<bool, FieldError> {
+/// A listener filter weft-proxy acts on.
+enum Inspector {
+    /// `original_dst`.
+    OriginalDst,
+    /// `tls_inspector`.
+    Tls,
+}
+
+/// What a listener filter does; `None` for an inspector that only feeds
+/// chain matches weft-proxy does not implement (ignored).
+fn listener_filter(f: &ListenerFilter, notes: &mut Notes) -> Result<Option<Inspector>, FieldError> {
     unsupported!(f, [filter_disabled]);
     let any = match &f.config_type {
         Some(listener_filter::ConfigType::TypedConfig(any)) => any,
@@ -122,13 +144,13 @@ fn listener_filter(f: &ListenerFilter, notes: &mut Notes) -> Result<bool, FieldE
         None => return Err(FieldError::required("typed_config")),
     };
     if holds::<OriginalDst>(any) {
-        Ok(true)
+        Ok(Some(Inspector::OriginalDst))
     } else if holds::<TlsInspector>(any) {
-        notes.ignore("ListenerFilter.tls_inspector");
-        Ok(false)
+        // Its options only tune JA3 fingerprints and buffer sizes.
+        Ok(Some(Inspector::Tls))
     } else if holds::<HttpInspector>(any) {
         notes.ignore("ListenerFilter.http_inspector");
-        Ok(false)
+        Ok(None)
     } else {
         Err(FieldError::new("typed_config", format!("unsupported listener filter {}", any.type_url)))
     }
@@ -142,21 +164,29 @@ fn filter_chain(
     if c.use_proxy_proto.as_ref().is_some_and(|b| b.value) {
         return Err(FieldError::unsupported("use_proxy_proto"));
     }
-    transport_socket(c.transport_socket.as_ref()).at("transport_socket")?;
+    let tls = tls::downstream(c.transport_socket.as_ref(), notes).at("transport_socket")?;
     ignored!(notes, c, "FilterChain", [metadata, transport_socket_connect_timeout]);
-    let (destination_port, destination_prefixes) = match &c.filter_chain_match {
+    let matched = match &c.filter_chain_match {
         Some(m) => chain_match(m).at("filter_chain_match")?,
-        None => (None, Vec::new()),
+        None => ChainMatch::default(),
     };
     let mut kind = None;
+    let mut rbac = None;
     for (i, f) in c.filters.iter().enumerate() {
-        let decoded = network_filter(f, notes).at_index("filters", i)?;
         if kind.is_some() {
-            let reason =
-                "weft-proxy supports one network filter per chain (http_connection_manager or tcp_proxy)";
+            let reason = "nothing may follow the terminal filter (http_connection_manager or tcp_proxy)";
             return Err(FieldError::new(format!("filters[{i}]"), reason));
         }
-        kind = Some(decoded);
+        match network_filter(f, notes).at_index("filters", i)? {
+            NetworkFilter::Terminal(decoded) => kind = Some(decoded),
+            NetworkFilter::Rbac(_) if rbac.is_some() => {
+                return Err(FieldError::new(
+                    format!("filters[{i}]"),
+                    "a second RBAC filter is not supported by weft-proxy",
+                ));
+            }
+            NetworkFilter::Rbac(decoded) => rbac = Some(Arc::new(decoded)),
+        }
     }
     let Some(kind) = kind else {
         return Err(FieldError::new("filters", "a filter chain needs http_connection_manager or tcp_proxy"));
@@ -164,17 +194,27 @@ fn filter_chain(
     let name = if c.name.is_empty() { default_name() } else { c.name.clone() };
     Ok(FilterChain {
         name,
-        destination_port,
-        destination_prefixes,
-        server_names: Vec::new(),
-        transport_protocol: None,
-        tls: None,
-        rbac: None,
+        destination_port: matched.port,
+        destination_prefixes: matched.prefixes,
+        server_names: matched.server_names,
+        transport_protocol: matched.transport_protocol,
+        tls,
+        rbac,
         kind,
     })
 }
 
-type ChainMatch = (Option<u16>, Vec<(IpAddr, u8)>);
+/// What decides whether two chains take the same connections.
+type MatchKey = (Option<u16>, Vec<(IpAddr, u8)>, Vec<String>, Option<String>);
+
+/// A filter chain match, validated.
+#[derive(Debug, Default)]
+struct ChainMatch {
+    port: Option<u16>,
+    prefixes: Vec<(IpAddr, u8)>,
+    server_names: Vec<String>,
+    transport_protocol: Option<String>,
+}
 
 fn chain_match(m: &FilterChainMatch) -> Result<ChainMatch, FieldError> {
     unsupported!(
@@ -186,14 +226,25 @@ fn chain_match(m: &FilterChainMatch) -> Result<ChainMatch, FieldError> {
             source_type,
             source_prefix_ranges,
             source_ports,
-            server_names,
             application_protocols,
         ]
     );
-    // Without TLS every connection is `raw_buffer`.
-    if !m.transport_protocol.is_empty() && m.transport_protocol != "raw_buffer" {
-        return Err(FieldError::unsupported("transport_protocol"));
-    }
+    let transport_protocol = match m.transport_protocol.as_str() {
+        "" => None,
+        p @ ("tls" | "raw_buffer") => Some(p.to_string()),
+        other => {
+            return Err(FieldError::new(
+                "transport_protocol",
+                format!("{other:?} is not supported by weft-proxy (tls or raw_buffer)"),
+            ));
+        }
+    };
+    let server_names = m
+        .server_names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| server_name(name).at_index("server_names", i))
+        .collect::<Result<_, _>>()?;
     let port = match &m.destination_port {
         None => None,
         Some(p) => match u16::try_from(p.value) {
@@ -209,7 +260,23 @@ fn chain_match(m: &FilterChainMatch) -> Result<ChainMatch, FieldError> {
         .enumerate()
         .map(|(i, r)| cidr(r).at_index("prefix_ranges", i))
         .collect::<Result<_, _>>()?;
-    Ok((port, prefixes))
+    Ok(ChainMatch { port, prefixes, server_names, transport_protocol })
+}
+
+/// A server name to match the SNI: a host name, or `*.` and a suffix; lowercase.
+fn server_name(name: &str) -> Result<String, FieldError> {
+    let host = name.strip_prefix("*.").unwrap_or(name);
+    let valid = !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !valid {
+        return Err(FieldError::new(
+            "",
+            format!("{name:?} is not a server name (a host name, or *. and a suffix)"),
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
 }
 
 /// An address prefix: address and length (Envoy: length 0 when unset).
@@ -225,7 +292,15 @@ pub(crate) fn cidr(r: &CidrRange) -> Result<(IpAddr, u8), FieldError> {
     }
 }
 
-fn network_filter(f: &Filter, notes: &mut Notes) -> Result<ChainKind, FieldError> {
+/// A network filter of a chain.
+enum NetworkFilter {
+    /// RBAC, before the terminal filter.
+    Rbac(Rbac),
+    /// The terminal filter.
+    Terminal(ChainKind),
+}
+
+fn network_filter(f: &Filter, notes: &mut Notes) -> Result<NetworkFilter, FieldError> {
     let any = match &f.config_type {
         Some(filter::ConfigType::TypedConfig(any)) => any,
         Some(filter::ConfigType::ConfigDiscovery(_)) => {
@@ -235,10 +310,12 @@ fn network_filter(f: &Filter, notes: &mut Notes) -> Result<ChainKind, FieldError
     };
     if holds::<HttpConnectionManager>(any) {
         let hcm = unpack::<HttpConnectionManager>(any).at("typed_config")?;
-        http_manager(&hcm, notes).map(ChainKind::Http).at("typed_config")
+        http_manager(&hcm, notes).map(|h| NetworkFilter::Terminal(ChainKind::Http(h))).at("typed_config")
     } else if holds::<XdsTcpProxy>(any) {
         let tcp = unpack::<XdsTcpProxy>(any).at("typed_config")?;
-        tcp_proxy(&tcp, notes).map(ChainKind::Tcp).at("typed_config")
+        tcp_proxy(&tcp, notes).map(|t| NetworkFilter::Terminal(ChainKind::Tcp(t))).at("typed_config")
+    } else if holds::<NetworkRbac>(any) {
+        rbac::network_rbac(any).map(NetworkFilter::Rbac).at("typed_config")
     } else {
         Err(FieldError::new("typed_config", format!("unsupported filter {}", any.type_url)))
     }
@@ -359,36 +436,56 @@ fn http_manager(hcm: &HttpConnectionManager, notes: &mut Notes) -> Result<HttpMa
     };
     let last = hcm.http_filters.len().saturating_sub(1);
     let mut router = false;
+    let mut rbac = None;
     for (i, f) in hcm.http_filters.iter().enumerate() {
-        if http_filter(f, notes).at_index("http_filters", i)? {
-            if i != last {
+        match http_filter(f, notes).at_index("http_filters", i)? {
+            Some(HttpFilterKind::Router) if i != last => {
                 return Err(FieldError::new(
                     format!("http_filters[{i}]"),
                     "the router must be the last filter",
                 ));
             }
-            router = true;
+            Some(HttpFilterKind::Router) => router = true,
+            Some(HttpFilterKind::Rbac(_)) if rbac.is_some() => {
+                return Err(FieldError::new(
+                    format!("http_filters[{i}]"),
+                    "a second RBAC filter is not supported by weft-proxy",
+                ));
+            }
+            Some(HttpFilterKind::Rbac(decoded)) => rbac = Some(Arc::new(decoded)),
+            None => {}
         }
     }
     if !router {
         return Err(FieldError::new("http_filters", "must end with the router (envoy.filters.http.router)"));
     }
-    Ok(HttpManager { stat_prefix: hcm.stat_prefix.clone(), routes, rbac: None })
+    Ok(HttpManager { stat_prefix: hcm.stat_prefix.clone(), routes, rbac })
 }
 
-/// Whether an HTTP filter is the router. Optional or disabled filters that
-/// weft-proxy does not have are skipped, as Envoy skips unknown optional ones.
-fn http_filter(f: &HttpFilter, notes: &mut Notes) -> Result<bool, FieldError> {
-    if let Some(http_filter::ConfigType::TypedConfig(any)) = &f.config_type
-        && holds::<Router>(any)
-    {
-        let router = unpack::<Router>(any).at("typed_config")?;
-        router_options(&router, notes).at("typed_config")?;
-        return Ok(true);
+/// An HTTP filter weft-proxy runs.
+enum HttpFilterKind {
+    /// RBAC, checked before routing.
+    Rbac(Rbac),
+    /// The router.
+    Router,
+}
+
+/// What an HTTP filter does. Optional or disabled filters that weft-proxy
+/// does not run are skipped (`None`), as Envoy skips unknown optional ones.
+fn http_filter(f: &HttpFilter, notes: &mut Notes) -> Result<Option<HttpFilterKind>, FieldError> {
+    if let Some(http_filter::ConfigType::TypedConfig(any)) = &f.config_type {
+        if holds::<Router>(any) {
+            let router = unpack::<Router>(any).at("typed_config")?;
+            router_options(&router, notes).at("typed_config")?;
+            return Ok(Some(HttpFilterKind::Router));
+        }
+        if holds::<HttpRbac>(any) && !f.disabled {
+            return rbac::http_rbac(any).map(|r| Some(HttpFilterKind::Rbac(r))).at("typed_config");
+        }
     }
     if f.is_optional || f.disabled {
         notes.ignore("HttpFilter.is_optional");
-        return Ok(false);
+        return Ok(None);
     }
     match &f.config_type {
         Some(http_filter::ConfigType::TypedConfig(any)) => {

@@ -5,7 +5,8 @@
 //! in [`Notes`] so the caller can warn about them once.
 //!
 //! Each resource type has its module, named as in the control plane:
-//! [`listener`], [`route`], [`cluster`], [`endpoint`].
+//! [`listener`], [`route`], [`cluster`], [`endpoint`]; [`tls`] decodes the
+//! transport sockets of listeners and clusters, [`rbac`] the RBAC filters.
 
 // Servers still send deprecated fields, so a decoder must read them.
 #![allow(deprecated)]
@@ -13,7 +14,9 @@
 pub(crate) mod cluster;
 pub(crate) mod endpoint;
 pub(crate) mod listener;
+pub(crate) mod rbac;
 pub(crate) mod route;
+pub(crate) mod tls;
 
 #[cfg(test)]
 mod tests;
@@ -25,8 +28,7 @@ use std::sync::Arc;
 use prost::{Message, Name};
 use weft_xds_protos::envoy::config::cluster::v3::Cluster as XdsCluster;
 use weft_xds_protos::envoy::config::core::v3::{
-    Address, ConfigSource, SocketAddress, TransportSocket, address, config_source::ConfigSourceSpecifier,
-    socket_address, transport_socket,
+    Address, ConfigSource, SocketAddress, address, config_source::ConfigSourceSpecifier, socket_address,
 };
 use weft_xds_protos::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use weft_xds_protos::envoy::config::listener::v3::Listener as XdsListener;
@@ -222,25 +224,6 @@ pub(crate) fn ads_source(source: Option<&ConfigSource>, notes: &mut Notes) -> Re
     }
 }
 
-/// The only transport socket weft-proxy has: plaintext.
-const RAW_BUFFER: &str = "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer";
-
-/// Checks that a transport socket, if any, is plaintext (`raw_buffer`).
-pub(crate) fn transport_socket(socket: Option<&TransportSocket>) -> Result<(), FieldError> {
-    let Some(socket) = socket else { return Ok(()) };
-    match &socket.config_type {
-        Some(transport_socket::ConfigType::TypedConfig(any)) if type_name(&any.type_url) == RAW_BUFFER => {
-            Ok(())
-        }
-        Some(transport_socket::ConfigType::TypedConfig(any)) => Err(FieldError::new(
-            "typed_config",
-            format!("unsupported transport socket {} (weft-proxy speaks plaintext only)", any.type_url),
-        )),
-        None if socket.name == "envoy.transport_sockets.raw_buffer" => Ok(()),
-        None => Err(FieldError::new("", format!("unsupported transport socket {:?}", socket.name))),
-    }
-}
-
 /// A resource decoded from protobuf, not validated yet (step one of two).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Parsed {
@@ -288,9 +271,28 @@ pub(crate) fn parse(kind: ResourceType, any: &Any) -> Result<Parsed, FieldError>
     })
 }
 
+/// What the proxy can serve, which decides what it must reject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Options {
+    /// The proxy has workload credentials, so it serves TLS on filter chains
+    /// and clusters; without them (`--insecure-plaintext`) TLS is rejected.
+    pub(crate) tls: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { tls: true }
+    }
+}
+
 /// Step two: validation into runtime config. `name` is the resource's name in
 /// the response (Delta), or the one inside it (SotW); the two must agree.
-pub(crate) fn validate(parsed: &Parsed, name: &str, notes: &mut Notes) -> Result<Resource, FieldError> {
+pub(crate) fn validate(
+    parsed: &Parsed,
+    name: &str,
+    options: Options,
+    notes: &mut Notes,
+) -> Result<Resource, FieldError> {
     let field = parsed.kind().name_field();
     if parsed.name().is_empty() {
         return Err(FieldError::required(field));
@@ -299,7 +301,7 @@ pub(crate) fn validate(parsed: &Parsed, name: &str, notes: &mut Notes) -> Result
         let reason = format!("{:?} inside, but the response names the resource {name:?}", parsed.name());
         return Err(FieldError::new(field, reason));
     }
-    Ok(match parsed {
+    let resource = match parsed {
         Parsed::Listener(l) => Resource::Listener(Arc::new(listener::listener(l, notes)?)),
         Parsed::Route(r) => Resource::Route(Arc::new(route::route_table(r, notes)?)),
         Parsed::Cluster(c) => {
@@ -307,7 +309,40 @@ pub(crate) fn validate(parsed: &Parsed, name: &str, notes: &mut Notes) -> Result
             Resource::Cluster(Arc::new(cluster), eds)
         }
         Parsed::Endpoints(a) => Resource::Endpoints(Arc::new(endpoint::assignment(a, name, notes)?)),
-    })
+    };
+    if !options.tls
+        && let Some(field) = tls_field(&resource)
+    {
+        return Err(FieldError::new(
+            field,
+            "TLS needs a workload certificate, and this proxy runs without one (--insecure-plaintext)",
+        ));
+    }
+    Ok(resource)
+}
+
+/// The field of the first TLS transport socket of a resource, if any.
+fn tls_field(resource: &Resource) -> Option<String> {
+    match resource {
+        Resource::Listener(l) => {
+            if let Some(i) = l.chains.iter().position(|c| c.tls.is_some()) {
+                return Some(format!("filter_chains[{i}].transport_socket"));
+            }
+            l.default_chain
+                .as_ref()
+                .is_some_and(|c| c.tls.is_some())
+                .then(|| "default_filter_chain.transport_socket".to_string())
+        }
+        Resource::Cluster(c, _) => c.tls.as_ref().map(|tls| {
+            if tls.all_endpoints {
+                "transport_socket"
+            } else {
+                "transport_socket_matches[0].transport_socket"
+            }
+            .to_string()
+        }),
+        Resource::Route(_) | Resource::Endpoints(_) => None,
+    }
 }
 
 /// Both steps, for one resource of type `kind`; errors name the resource.
@@ -317,9 +352,20 @@ pub(crate) fn decode(
     any: &Any,
     notes: &mut Notes,
 ) -> Result<(String, Resource), super::DecodeError> {
+    decode_with(kind, any, Options::default(), notes)
+}
+
+/// [`decode`] with options.
+#[cfg(test)]
+pub(crate) fn decode_with(
+    kind: ResourceType,
+    any: &Any,
+    options: Options,
+    notes: &mut Notes,
+) -> Result<(String, Resource), super::DecodeError> {
     let parsed = parse(kind, any).map_err(|e| e.in_resource(kind, "(unreadable)"))?;
     let name = parsed.name().to_string();
-    match validate(&parsed, &name, notes) {
+    match validate(&parsed, &name, options, notes) {
         Ok(resource) => Ok((name, resource)),
         Err(e) => Err(e.in_resource(kind, name)),
     }

@@ -238,7 +238,7 @@ fn route_match(m: &RouteMatch) -> Result<(PathMatch, Vec<HeaderMatch>), FieldErr
     Ok((path, headers))
 }
 
-fn header_match(h: &HeaderMatcher) -> Result<HeaderMatch, FieldError> {
+pub(crate) fn header_match(h: &HeaderMatcher) -> Result<HeaderMatch, FieldError> {
     if h.name.is_empty() {
         return Err(FieldError::required("name"));
     }
@@ -263,7 +263,7 @@ fn header_match(h: &HeaderMatcher) -> Result<HeaderMatch, FieldError> {
 }
 
 /// A StringMatcher; `ignore_case` becomes a case-insensitive regex.
-fn string_match(sm: &StringMatcher) -> Result<StringMatch, FieldError> {
+pub(crate) fn string_match(sm: &StringMatcher) -> Result<StringMatch, FieldError> {
     let pattern = sm.match_pattern.as_ref().ok_or_else(|| FieldError::required("match_pattern"))?;
     type Plain = fn(String) -> StringMatch;
     let (field, literal, before, after, plain): (&str, &String, &str, &str, Plain) = match pattern {

@@ -126,7 +126,7 @@ fn valid_resources_of_a_response_apply_and_a_rejected_one_keeps_its_last_good_ve
     let detail = outcome.detail().unwrap();
     assert!(
         detail.starts_with(
-            "listener b: filter_chains[0].transport_socket.typed_config: unsupported transport socket"
+            "listener b: filter_chains[0].transport_socket.typed_config.common_tls_context: required"
         ),
         "{detail}"
     );

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use weft_control::source::ManifestDir;
-use weft_control::translate::{MeshOptions, ProxyNode, translate_mesh, translate_proxy};
+use weft_control::translate::{AuthzMode, MeshOptions, ProxyNode, translate_mesh, translate_proxy};
 
 use super::*;
+use crate::config::rbac::RbacAction;
 use crate::config::{
-    Action, ChainKind, CircuitBreakers, Discovery, Endpoint, Forward, HttpManager, LbPolicy, PathMatch,
-    RetryPolicy, Route, RouteSource, TcpProxy, UpstreamProtocol, WeightedCluster,
+    Action, ChainKind, CircuitBreakers, Discovery, DownstreamTls, Endpoint, Forward, HttpManager, LbPolicy,
+    PathMatch, RetryPolicy, Route, RouteSource, TcpProxy, UpstreamProtocol, UpstreamTls, WeightedCluster,
 };
 
 const PAYMENT_SVC: &str = "outbound|8080||payment-svc.payments.svc.cluster.local";
@@ -68,6 +69,11 @@ struct Decoded {
 }
 
 fn frontend() -> Decoded {
+    frontend_with(&MeshOptions::plaintext())
+}
+
+/// The frontend's resources under these mesh options.
+fn frontend_with(opts: &MeshOptions) -> Decoded {
     let dir = tempfile::tempdir().unwrap();
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/payments");
     for entry in std::fs::read_dir(example).unwrap() {
@@ -77,7 +83,7 @@ fn frontend() -> Decoded {
     std::fs::write(dir.path().join("db.yaml"), DB_YAML).unwrap();
     let report = ManifestDir::new(dir.path()).load();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
-    let mesh = translate_mesh(&report.state, &MeshOptions::plaintext());
+    let mesh = translate_mesh(&report.state, opts);
     let node = ProxyNode {
         id: "frontend".into(),
         namespace: "payments".into(),
@@ -87,7 +93,7 @@ fn frontend() -> Decoded {
         outbound_port: 4140,
         transparent: false,
     };
-    let own = translate_proxy(&report.state, &mesh.splits, &node, &MeshOptions::plaintext());
+    let own = translate_proxy(&report.state, &mesh.splits, &node, opts);
     let mut ignored = Notes::default();
     let mut decoded = Decoded {
         listeners: BTreeMap::new(),
@@ -288,4 +294,75 @@ fn meshed_endpoints_are_dialled_at_their_proxy_with_their_identity() {
         d.endpoints[DB].endpoints,
         [Endpoint { addr: "127.0.10.9:5432".parse().unwrap(), identity: None, weight: 1, mtls: false }]
     );
+}
+
+const FRONTEND_SNI: &str = "outbound_.80_._.frontend.payments.svc.cluster.local";
+const PAYMENT_ID: &str = "spiffe://cluster.local/ns/payments/sa/payment";
+
+#[test]
+fn with_mtls_the_inbound_listener_terminates_tls_by_sni_with_no_default_chain() {
+    let d = frontend_with(&MeshOptions::default());
+    assert_eq!(d.ignored, Notes::default());
+    let inbound = &d.listeners["inbound"];
+    assert!(inbound.tls_inspector);
+    assert_eq!(inbound.default_chain, None);
+    let chain = inbound
+        .chains
+        .iter()
+        .find(|c| c.server_names == [FRONTEND_SNI])
+        .unwrap_or_else(|| panic!("no chain for {FRONTEND_SNI}: {:?}", inbound.chains));
+    assert_eq!(chain.name, "inbound|8080|frontend.payments|80");
+    assert_eq!(chain.transport_protocol.as_deref(), Some("tls"));
+    assert_eq!(
+        chain.tls,
+        Some(DownstreamTls { require_client_certificate: true, alpn: vec!["h2".into(), "http/1.1".into()] })
+    );
+    // Permissive, and no TrafficTarget names the frontend: no RBAC.
+    let ChainKind::Http(manager) = &chain.kind else { panic!("{:?}", chain.kind) };
+    assert_eq!(manager.rbac, None);
+    for c in &inbound.chains {
+        assert!(c.tls.is_some() && !c.server_names.is_empty(), "{c:?}");
+    }
+}
+
+#[test]
+fn with_mtls_meshed_endpoints_are_dialled_over_tls_expecting_their_identity() {
+    let d = frontend_with(&MeshOptions::default());
+    let (c, _) = &d.clusters[V1];
+    assert_eq!(
+        c.tls,
+        Some(UpstreamTls {
+            sni: "outbound_.8080_._.payment-v1.payments.svc.cluster.local".into(),
+            allowed_identities: vec![PAYMENT_ID.into()],
+            all_endpoints: false,
+        })
+    );
+    assert_eq!(
+        d.endpoints[V1].endpoints,
+        [Endpoint {
+            addr: "127.0.10.2:4143".parse().unwrap(),
+            identity: Some(PAYMENT_ID.into()),
+            weight: 1,
+            mtls: true,
+        }]
+    );
+    // Opaque TCP to a meshed workload goes to its proxy over mTLS too.
+    let db = &d.endpoints[DB].endpoints;
+    assert!(db.iter().all(|e| e.mtls && e.addr.port() == 4143), "{db:?}");
+    assert!(d.clusters[DB].0.tls.is_some());
+}
+
+#[test]
+fn strict_authorization_puts_rbac_on_every_inbound_chain() {
+    let opts = MeshOptions { authz: AuthzMode::Strict, ..MeshOptions::default() };
+    let d = frontend_with(&opts);
+    assert_eq!(d.ignored, Notes::default());
+    for chain in &d.listeners["inbound"].chains {
+        let rbac = match &chain.kind {
+            ChainKind::Http(manager) => manager.rbac.as_ref(),
+            ChainKind::Tcp(_) => chain.rbac.as_ref(),
+        };
+        let rbac = rbac.unwrap_or_else(|| panic!("no RBAC on {}", chain.name));
+        assert_eq!(rbac.action, RbacAction::Allow, "{}", chain.name);
+    }
 }

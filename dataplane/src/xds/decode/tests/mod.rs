@@ -1,10 +1,12 @@
 //! Decoding tests: what `weft control` emits for a small mesh ([`mesh`]),
-//! every supported shape built by hand ([`shapes`]), and every class of
-//! rejection with its message ([`nacks`]).
+//! every supported shape built by hand ([`shapes`]), every class of
+//! rejection with its message ([`nacks`]), and the mTLS and RBAC shapes with
+//! their rejections ([`mtls`]).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod mesh;
+mod mtls;
 mod nacks;
 mod shapes;
 

@@ -72,12 +72,12 @@ fn listeners_that_would_behave_differently_are_rejected_by_field() {
     let mut no_router = hcm_rds("r");
     no_router.http_filters.clear();
 
-    let mut two_filters = chain(&Rbac::default());
-    two_filters.filters.extend(chain(&hcm_rds("r")).filters);
+    let mut after_terminal = chain(&hcm_rds("r"));
+    after_terminal.filters.extend(chain(&Rbac::default()).filters);
 
-    let mut sni = chain(&hcm_rds("r"));
-    sni.filter_chain_match = Some(weft_xds_protos::envoy::config::listener::v3::FilterChainMatch {
-        server_names: vec!["a.example".into()],
+    let mut alpn = chain(&hcm_rds("r"));
+    alpn.filter_chain_match = Some(weft_xds_protos::envoy::config::listener::v3::FilterChainMatch {
+        application_protocols: vec!["h2".into()],
         ..Default::default()
     });
 
@@ -98,23 +98,21 @@ fn listeners_that_would_behave_differently_are_rejected_by_field() {
 
     let cases: Vec<(&str, XdsListener, &str)> = vec![
         (
-            "TLS on a filter chain",
+            "a TLS context without its common part",
             listener_with(vec![tls_chain]),
-            "listener l: filter_chains[0].transport_socket.typed_config: unsupported transport socket \
-             type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext \
-             (weft-proxy speaks plaintext only)",
+            "listener l: filter_chains[0].transport_socket.typed_config.common_tls_context: required",
         ),
         (
             "an unknown network filter",
-            listener_with(vec![chain(&Rbac::default())]),
+            listener_with(vec![chain(&HttpFault::default())]),
             "listener l: filter_chains[0].filters[0].typed_config: unsupported filter \
-             type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC",
+             type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
         ),
         (
-            "a filter before the terminal one",
-            listener_with(vec![two_filters]),
-            "listener l: filter_chains[0].filters[0].typed_config: unsupported filter \
-             type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC",
+            "a filter after the terminal one",
+            listener_with(vec![after_terminal]),
+            "listener l: filter_chains[0].filters[1]: nothing may follow the terminal filter \
+             (http_connection_manager or tcp_proxy)",
         ),
         (
             "an unknown HTTP filter",
@@ -135,9 +133,9 @@ fn listeners_that_would_behave_differently_are_rejected_by_field() {
              (filter \"envoy.filters.http.router\")",
         ),
         (
-            "an SNI match",
-            listener_with(vec![sni]),
-            "listener l: filter_chains[0].filter_chain_match.server_names: not supported by weft-proxy",
+            "an ALPN match",
+            listener_with(vec![alpn]),
+            "listener l: filter_chains[0].filter_chain_match.application_protocols: not supported by weft-proxy",
         ),
         (
             "two chains with the same match",
@@ -273,6 +271,8 @@ fn clusters_and_endpoints_that_would_behave_differently_are_rejected_by_field() 
     ring.lb_policy = cluster::LbPolicy::RingHash as i32;
     let mut mtls = eds_cluster("c");
     mtls.transport_socket = Some(tls(&UpstreamTlsContext::default()));
+    let mut alts = eds_cluster("c");
+    alts.transport_socket = Some(tls(&DownstreamTlsContext::default()));
     let mut checks = eds_cluster("c");
     checks.health_checks = vec![Default::default()];
     let mut elsewhere = eds_cluster("c");
@@ -294,11 +294,16 @@ fn clusters_and_endpoints_that_would_behave_differently_are_rejected_by_field() 
             "cluster c: lb_policy: RING_HASH is not supported by weft-proxy (only ROUND_ROBIN and LEAST_REQUEST)",
         ),
         (
-            "upstream TLS",
+            "upstream TLS without its common part",
             mtls,
+            "cluster c: transport_socket.typed_config.common_tls_context: required",
+        ),
+        (
+            "a transport socket of the other side",
+            alts,
             "cluster c: transport_socket.typed_config: unsupported transport socket \
-             type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext \
-             (weft-proxy speaks plaintext only)",
+             type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext \
+             (here weft-proxy supports raw_buffer, or tls with UpstreamTlsContext)",
         ),
         ("active health checks", checks, "cluster c: health_checks: not supported by weft-proxy"),
         (
