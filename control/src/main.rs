@@ -7,12 +7,10 @@ mod cli;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use weft_control::bootstrap::{AdsMode, BootstrapConfig, BootstrapTls, XdsTransport, envoy_bootstrap_with};
-use weft_control::server::ControlConfig;
 
 /// weft: a service mesh. Run the control plane, or talk to one.
 #[derive(Debug, Parser)]
@@ -30,23 +28,10 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve xDS from a directory of Kubernetes-style manifests.
-    Control {
-        /// Directory of YAML manifests (Services, EndpointSlices, Pods, Namespaces, SMI); watched for changes.
-        #[arg(long, env = "WEFT_MANIFESTS")]
-        manifests: PathBuf,
-        /// Address of the xDS gRPC server (ADS and per-type services).
-        #[arg(long, env = "WEFT_XDS_ADDR", default_value = "127.0.0.1:8086")]
-        xds_addr: SocketAddr,
-        /// Address of the admin API (/ready, /live, /metrics, /debug/*, /apply).
-        #[arg(long, env = "WEFT_ADMIN_ADDR", default_value = "127.0.0.1:8085")]
-        admin_addr: SocketAddr,
-        /// How often the manifest directory is checked for changes, in milliseconds.
-        #[arg(long, env = "WEFT_RELOAD_INTERVAL_MS", default_value_t = 250)]
-        reload_interval_ms: u64,
-        #[command(flatten)]
-        identity: cli::IdentityArgs,
-    },
+    /// Serve xDS (and the identity service) from a directory of Kubernetes-style manifests, or
+    /// from a Kubernetes cluster (`--source kubernetes`), where it also runs the sidecar
+    /// injector and writes status onto the SMI objects.
+    Control(Box<cli::ControlArgs>),
     /// Print a workload's identity token (for weft-proxy's or weft-agent's --token-file): the
     /// HMAC-SHA256 of its SPIFFE ID under the CA directory's token key.
     Token(cli::TokenArgs),
@@ -69,6 +54,9 @@ enum Command {
         #[arg(long, env = "WEFT_ADMIN_ADDR", default_value = "127.0.0.1:8085")]
         admin_addr: SocketAddr,
     },
+    /// Watch live requests of a workload's proxies (through the control plane, with the
+    /// operator token): `req` and `rsp` lines with source, destination, identities and tls.
+    Tap(cli::tap::TapArgs),
     /// Print an Envoy bootstrap (YAML) that points stock Envoy at the control plane over ADS.
     EnvoyBootstrap {
         /// The proxy's node id, unique in the mesh.
@@ -176,21 +164,13 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
-        Command::Control { manifests, xds_addr, admin_addr, reload_interval_ms, identity } => {
+        Command::Control(control) => {
             init_logs(&args.log, args.log_json)?;
-            let (mesh, identity) = identity.into_config()?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
-                let config = ControlConfig {
-                    manifests,
-                    xds_addr,
-                    admin_addr,
-                    reload_interval: Duration::from_millis(reload_interval_ms),
-                    mesh,
-                    identity,
-                };
+                let config = control.into_config().await?;
                 let running = weft_control::server::start(config).await?;
-                tracing::info!(xds = %running.xds_addr, admin = %running.admin_addr, "weft control plane serving");
+                tracing::info!(xds = %running.xds_addr, admin = %running.admin_addr, webhook = ?running.webhook_addr, "weft control plane serving");
                 tokio::select! {
                     r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
                     r = cli::terminate() => r?,
@@ -205,6 +185,10 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             rt.block_on(cli::apply(&file, admin_addr))
         }
         Command::Token(token) => cli::token(&token),
+        Command::Tap(tap) => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(cli::tap::tap(&tap))
+        }
         Command::Check { local, kube } => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             if !kube.wanted() {
@@ -277,5 +261,72 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             let failed = weft_control::inject::args::any_failed(&reports);
             Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_installed_deployment_configures_weft_control_through_its_flags() {
+        let command = Args::command();
+        let control = command.find_subcommand("control").unwrap();
+        let known: Vec<String> = control
+            .get_arguments()
+            .chain(command.get_arguments())
+            .filter_map(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect();
+        let documents = weft_control::install::InstallOptions::default().documents().unwrap();
+        let deployment = documents.iter().find(|d| d.kind == "Deployment").unwrap();
+        let env = &deployment.value["spec"]["template"]["spec"]["containers"][0]["env"];
+        let names: Vec<&str> = env
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["name"].as_str())
+            .filter(|n| n.starts_with("WEFT_"))
+            .collect();
+        assert!(names.contains(&"WEFT_SOURCE") && names.contains(&"WEFT_POD_NAME"), "{names:?}");
+        for name in names {
+            assert!(
+                known.iter().any(|k| k == name),
+                "the Deployment sets {name}, which weft control ignores"
+            );
+        }
+
+        // The Role grants exactly the Lease and Secret weft control uses by default.
+        let role = documents.iter().find(|d| d.kind == "Role").unwrap();
+        let granted: Vec<&str> = role.value["rules"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["resourceNames"].as_sequence())
+            .flatten()
+            .filter_map(|n| n.as_str())
+            .collect();
+        let default_of = |id: &str| {
+            let arg = control.get_arguments().find(|a| a.get_id() == id).unwrap();
+            arg.get_default_values()[0].to_string_lossy().into_owned()
+        };
+        assert!(granted.contains(&default_of("lease_name").as_str()), "{granted:?}");
+        assert!(granted.contains(&default_of("ca_secret").as_str()), "{granted:?}");
+    }
+
+    #[test]
+    fn weft_control_needs_manifests_only_to_read_manifests() {
+        let Command::Control(control) = Args::try_parse_from(["weft", "control"]).unwrap().command else {
+            panic!("not weft control");
+        };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let e = rt.block_on(control.into_config()).unwrap_err();
+        assert_eq!(e.to_string(), "--manifests is required with --source manifests");
+        Args::try_parse_from(["weft", "control", "--source", "kubernetes"]).unwrap();
+        Args::try_parse_from(["weft", "control", "--manifests", "/tmp"]).unwrap();
     }
 }

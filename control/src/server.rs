@@ -1,9 +1,16 @@
-//! Running the control plane: the manifest source feeding snapshots, the xDS
-//! server and the admin API, started together and stopped together.
+//! Running the control plane: a source (the manifest directory or a Kubernetes cluster)
+//! feeding snapshots, the xDS server and the admin API, started together and stopped together.
 //!
 //! With an [`IdentityConfig`], the xDS port serves TLS with the control plane's own certificate
 //! from the mesh CA, hosts the Identity service (Certify) beside xDS, and admits an xDS stream
 //! only with a client certificate matching its node. Without one it serves plaintext.
+//!
+//! In Kubernetes ([`SourceConfig::Kubernetes`], see [`kubernetes`]) the CA lives in a Secret,
+//! workloads prove who they are with ServiceAccount tokens (TokenReview), and the control plane
+//! also runs the sidecar injector, keeps the trust bundle in meshed namespaces and, from the
+//! replica holding the Lease, writes status onto the SMI objects.
+
+pub mod kubernetes;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,20 +29,23 @@ use crate::identity::{
     self, CaConfig, CertificateAuthority, ControlTls, IdentityService, Ledger, LocalTokens,
 };
 use crate::metrics::Metrics;
+use crate::source::kube::WorkloadAuthenticator;
 use crate::source::{ApplyHandle, LoadReport, ManifestDir, ManifestError};
 use crate::translate::MeshOptions;
 use crate::xds::{self, ClientAuth, Registry, XdsContext};
 
+pub use kubernetes::{KubernetesSource, WebhookConfig};
+
 /// How `weft control` runs.
 #[derive(Debug, Clone)]
 pub struct ControlConfig {
-    /// The manifest directory.
-    pub manifests: PathBuf,
+    /// Where the mesh's objects come from.
+    pub source: SourceConfig,
     /// Where xDS is served (port 0 picks one).
     pub xds_addr: SocketAddr,
     /// Where the admin API is served (port 0 picks one).
     pub admin_addr: SocketAddr,
-    /// How often the manifest directory is re-read.
+    /// How often the manifest directory is re-read (unused with Kubernetes, which is watched).
     pub reload_interval: Duration,
     /// Mesh-wide translation options (mTLS, authorization mode, trust domain).
     pub mesh: MeshOptions,
@@ -44,10 +54,21 @@ pub struct ControlConfig {
     pub identity: Option<IdentityConfig>,
 }
 
+/// Where the mesh's objects come from.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    /// A directory of manifests, watched, written to by the apply API.
+    Manifests(PathBuf),
+    /// A Kubernetes cluster, watched; the apply API refuses (use `kubectl apply`).
+    Kubernetes(Box<KubernetesSource>),
+}
+
 /// Where the CA lives and what it issues.
 #[derive(Debug, Clone)]
 pub struct IdentityConfig {
-    /// The CA directory (root certificate and key, token key, optional intermediate).
+    /// The CA directory (root certificate and key, token key, optional intermediate). With
+    /// Kubernetes the CA is in a Secret instead, and a root made at first start passes
+    /// through this directory on its way there.
     pub ca_dir: PathBuf,
     /// Lifetime of workload certificates.
     pub cert_lifetime: Duration,
@@ -70,21 +91,28 @@ pub enum ServerError {
     #[error("manifest directory {0}: {1}")]
     Manifests(PathBuf, String),
     /// The CA, token key or TLS setup failed.
-    #[error("identity ({ca_dir}): {source}")]
+    #[error("identity ({ca}): {source}")]
     Identity {
-        /// The CA directory.
-        ca_dir: PathBuf,
+        /// Where the CA is kept (its directory or Secret).
+        ca: String,
         /// The cause.
         source: Box<identity::Error>,
     },
+    /// The Kubernetes side (the source, the CA Secret, the injector) could not start.
+    #[error(transparent)]
+    Kubernetes(#[from] kubernetes::KubernetesError),
 }
 
-/// The manifest source as the rest of the control plane sees it: the latest
-/// load report, and applies (validated, stored, then reloaded by the watcher).
+/// What the apply API answers when the control plane reads Kubernetes.
+pub const APPLY_REFUSED_KUBERNETES: &str = "this control plane reads Kubernetes: use kubectl apply";
+
+/// The source as the rest of the control plane sees it: the latest load report, and
+/// applies (validated, stored, then reloaded by the watcher) where the source takes them.
 #[derive(Debug, Clone)]
 pub struct SourceHandle {
     reports: watch::Receiver<Arc<LoadReport>>,
-    applier: ApplyHandle,
+    /// `None` for a source that is not written through weft (Kubernetes).
+    applier: Option<ApplyHandle>,
 }
 
 impl SourceHandle {
@@ -96,7 +124,10 @@ impl SourceHandle {
     /// Validates `text`; if every document is valid, stores it.
     /// Returns one line per object, or one line per problem (nothing stored).
     pub async fn apply(&self, label: &str, text: &str) -> Result<Vec<String>, Vec<String>> {
-        match self.applier.apply(label, text).await {
+        let Some(applier) = &self.applier else {
+            return Err(vec![APPLY_REFUSED_KUBERNETES.to_string()]);
+        };
+        match applier.apply(label, text).await {
             Ok(outcome) => {
                 info!(objects = ?outcome.objects, "applied");
                 Ok(outcome.objects)
@@ -145,12 +176,16 @@ pub struct RunningControl {
     pub source: SourceHandle,
     /// The CA and the control plane's certificate (`None` when serving plaintext).
     pub identity: Option<IdentityHandles>,
+    /// The sidecar injector's bound address (Kubernetes only).
+    pub webhook_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    kube: Option<Box<kubernetes::RunningKube>>,
 }
 
 impl RunningControl {
-    /// Stops serving: a graceful stop of up to a second, then open streams are cut.
+    /// Stops serving: a graceful stop of up to a second, then open streams are cut. In
+    /// Kubernetes the injector stops too and the status Lease is released.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         for t in self.tasks {
@@ -159,6 +194,9 @@ impl RunningControl {
                 abort.abort();
             }
         }
+        if let Some(kube) = self.kube {
+            kube.shutdown().await;
+        }
     }
 }
 
@@ -166,20 +204,33 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Serve
     TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { what, addr, source })
 }
 
-/// Loads (or makes) the CA and token key and issues the control plane's certificate.
-fn setup_identity(
-    config: &IdentityConfig,
-    trust_domain: &str,
-    xds_addr: SocketAddr,
-    metrics: &Arc<Metrics>,
-) -> Result<(IdentityHandles, Arc<LocalTokens>), identity::Error> {
-    let ca_config = CaConfig {
+fn ca_config(config: &IdentityConfig, trust_domain: &str) -> CaConfig {
+    CaConfig {
         trust_domain: trust_domain.to_owned(),
         leaf_lifetime: config.cert_lifetime,
         ..CaConfig::default()
-    };
-    let ca = Arc::new(CertificateAuthority::load_or_generate(&config.ca_dir, ca_config)?);
+    }
+}
+
+/// Loads (or makes) the CA and token key of a CA directory.
+fn load_ca_dir(
+    config: &IdentityConfig,
+    trust_domain: &str,
+) -> Result<(Arc<CertificateAuthority>, WorkloadAuthenticator), identity::Error> {
+    let ca =
+        Arc::new(CertificateAuthority::load_or_generate(&config.ca_dir, ca_config(config, trust_domain))?);
     let tokens = Arc::new(LocalTokens::load_or_generate(&config.ca_dir)?);
+    Ok((ca, WorkloadAuthenticator::Local(tokens)))
+}
+
+/// Issues the control plane's certificate from `ca`.
+fn identity_handles(
+    ca: Arc<CertificateAuthority>,
+    ca_location: String,
+    config: &IdentityConfig,
+    xds_addr: SocketAddr,
+    metrics: &Arc<Metrics>,
+) -> Result<IdentityHandles, identity::Error> {
     metrics.set_root_not_after(ca.root_not_after());
     let control = Arc::new(ControlTls::new(ca.clone(), xds_addr, config.cert_lifetime)?);
     let cert = control.certificate();
@@ -189,22 +240,45 @@ fn setup_identity(
         not_after = cert.not_after,
         roots = ca.trust_bundle().len(),
         intermediate = !ca.chain().is_empty(),
+        ca = %ca_location,
         "control plane certificate issued"
     );
-    let handles = IdentityHandles {
+    Ok(IdentityHandles {
         ca_dir: config.ca_dir.clone(),
+        ca_location,
         ca,
         control,
         ledger: Arc::new(Ledger::new(metrics.clone())),
-    };
-    Ok((handles, tokens))
+    })
 }
 
-/// Loads the manifests, publishes the first snapshot and starts serving.
-pub async fn start(config: ControlConfig) -> Result<RunningControl, ServerError> {
-    if !config.manifests.is_dir() {
-        return Err(ServerError::Manifests(config.manifests.clone(), "not a directory".into()));
+/// Where the reports come from, as [`start`] sets it up before serving.
+struct Source {
+    /// The latest report.
+    reports: watch::Receiver<Arc<LoadReport>>,
+    /// Applies, for a manifest directory.
+    applier: Option<ApplyHandle>,
+    /// What keeps the reports current (the directory watcher), to spawn once serving; `None`
+    /// with Kubernetes, whose watchers run in its runtime.
+    watcher: Option<futures::future::BoxFuture<'static, ()>>,
+    /// The CA and how workloads authenticate, with where the CA is kept.
+    ca: Option<(Arc<CertificateAuthority>, WorkloadAuthenticator, String)>,
+    /// Kubernetes: what it runs besides the source, and the running source, lease and status writer.
+    kube: Option<(Box<KubernetesSource>, crate::source::kube::KubeRuntime)>,
+}
+
+impl Source {
+    /// Stops what the source started (start-up failed).
+    async fn stop(self) {
+        if let Some((_, runtime)) = self.kube {
+            runtime.shutdown().await;
+        }
     }
+}
+
+/// Reads the source (the manifest directory, or a Kubernetes cluster once every watcher has
+/// synced), publishes the first snapshot and starts serving.
+pub async fn start(config: ControlConfig) -> Result<RunningControl, ServerError> {
     let metrics = Arc::new(Metrics::new());
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::empty()));
     let mut publisher = Publisher {
@@ -213,14 +287,12 @@ pub async fn start(config: ControlConfig) -> Result<RunningControl, ServerError>
         metrics: metrics.clone(),
         options: Arc::new(config.mesh.clone()),
     };
-    // The first load happens before anything is served, so no proxy sees an empty mesh.
-    let mut dir = ManifestDir::new(config.manifests.clone());
-    let first = dir.load();
-    publisher.publish(&first);
-    let (report_tx, mut report_rx) = watch::channel(Arc::new(first));
-    let (applier, apply_requests) = ApplyHandle::channel(16);
-    let source = SourceHandle { reports: report_rx.clone(), applier };
-
+    if let SourceConfig::Manifests(dir) = &config.source
+        && !dir.is_dir()
+    {
+        return Err(ServerError::Manifests(dir.clone(), "not a directory".into()));
+    }
+    // Bound first (a taken port fails at once), served only once the source is read.
     let xds_listener = bind("xDS", config.xds_addr).await?;
     let admin_listener = bind("admin", config.admin_addr).await?;
     let xds_addr = xds_listener.local_addr().map_err(|source| ServerError::Bind {
@@ -233,22 +305,41 @@ pub async fn start(config: ControlConfig) -> Result<RunningControl, ServerError>
         addr: config.admin_addr,
         source,
     })?;
+
+    // The first report is published before anything is served, so no proxy sees an empty mesh.
+    let mut source = match &config.source {
+        SourceConfig::Manifests(dir) => manifest_source(dir, &config)?,
+        SourceConfig::Kubernetes(kube) => kubernetes::source(kube.clone(), &config).await?,
+    };
+    let mut report_rx = source.reports.clone();
+    let first = report_rx.borrow_and_update().clone();
+    publisher.publish(&first);
+    let handle = SourceHandle { reports: report_rx.clone(), applier: source.applier.clone() };
+
     let (shutdown, shutdown_rx) = watch::channel(false);
     let registry = Registry::default();
 
-    let identity = match &config.identity {
-        Some(identity_config) => {
+    let identity = match (&config.identity, source.ca.take()) {
+        (Some(identity_config), Some((ca, authenticator, location))) => {
             let identity_error = |source: identity::Error| ServerError::Identity {
-                ca_dir: identity_config.ca_dir.clone(),
+                ca: location.clone(),
                 source: Box::new(source),
             };
-            let (handles, tokens) =
-                setup_identity(identity_config, &config.mesh.trust_domain, xds_addr, &metrics)
-                    .map_err(identity_error)?;
-            let tls_config = handles.control.server_config().map_err(|e| identity_error(e.into()))?;
-            Some((handles, tokens, tls_config))
+            let tls = identity_handles(ca, location.clone(), identity_config, xds_addr, &metrics)
+                .map_err(identity_error)
+                .and_then(|handles| {
+                    let tls_config = handles.control.server_config().map_err(|e| identity_error(e.into()))?;
+                    Ok((handles, authenticator, tls_config))
+                });
+            match tls {
+                Ok(tls) => Some(tls),
+                Err(e) => {
+                    source.stop().await;
+                    return Err(e);
+                }
+            }
         }
-        None => {
+        _ => {
             warn!(
                 "INSECURE: xDS is served in PLAINTEXT with no client authentication and no identity \
                  service; anyone who can reach {xds_addr} can read the whole mesh configuration. \
@@ -261,7 +352,25 @@ pub async fn start(config: ControlConfig) -> Result<RunningControl, ServerError>
         warn!("mesh mTLS is on but the control plane has no CA: proxies cannot obtain certificates");
     }
 
+    // Kubernetes: the injector, the caBundle, the trust bundles and the NACK feed.
     let mut tasks = Vec::new();
+    let kube = match source.kube.take() {
+        Some((kube, runtime)) => Some(Box::new(
+            kubernetes::serve(
+                *kube,
+                runtime,
+                &config,
+                identity.as_ref().map(|(handles, _, _)| handles.ca.clone()),
+                &registry,
+                &shutdown_rx,
+                &mut tasks,
+            )
+            .await?,
+        )),
+        None => None,
+    };
+    let webhook_addr = kube.as_ref().and_then(|k| k.webhook_addr());
+
     let ctx = XdsContext {
         snapshots: snap_rx.clone(),
         registry: registry.clone(),
@@ -272,9 +381,9 @@ pub async fn start(config: ControlConfig) -> Result<RunningControl, ServerError>
     let mut server =
         tonic::transport::Server::builder().http2_keepalive_interval(Some(Duration::from_secs(30)));
     match &identity {
-        Some((handles, tokens, tls_config)) => {
-            let service =
-                IdentityService::new(handles.ca.clone(), tokens.clone()).with_ledger(handles.ledger.clone());
+        Some((handles, authenticator, tls_config)) => {
+            let service = IdentityService::new(handles.ca.clone(), authenticator.clone())
+                .with_ledger(handles.ledger.clone());
             let routes = xds::routes(ctx).add_service(service.into_server());
             let incoming = identity::tls::accept_tls(
                 xds_listener,
@@ -317,7 +426,7 @@ pub async fn start(config: ControlConfig) -> Result<RunningControl, ServerError>
         snapshots: snap_rx,
         registry,
         metrics,
-        source: source.clone(),
+        source: handle.clone(),
         trust_domain: config.mesh.trust_domain.clone(),
         identity: identity.clone(),
     };
@@ -334,8 +443,7 @@ pub async fn start(config: ControlConfig) -> Result<RunningControl, ServerError>
     }));
 
     let mut stop = shutdown_rx.clone();
-    let watcher = tokio::spawn(dir.watch(config.reload_interval, report_tx, apply_requests));
-    let watcher_abort = watcher.abort_handle();
+    let watcher_abort = source.watcher.take().map(|w| tokio::spawn(w).abort_handle());
     tasks.push(tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -347,8 +455,29 @@ pub async fn start(config: ControlConfig) -> Result<RunningControl, ServerError>
                 _ = stop.wait_for(|s| *s) => break,
             }
         }
-        watcher_abort.abort();
+        if let Some(watcher) = watcher_abort {
+            watcher.abort();
+        }
     }));
 
-    Ok(RunningControl { xds_addr, admin_addr, source, identity, shutdown, tasks })
+    Ok(RunningControl { xds_addr, admin_addr, source: handle, identity, webhook_addr, shutdown, tasks, kube })
+}
+
+/// The manifest directory, loaded once, and the CA from its directory.
+fn manifest_source(dir: &std::path::Path, config: &ControlConfig) -> Result<Source, ServerError> {
+    let ca = match &config.identity {
+        Some(identity_config) => {
+            let location = identity_config.ca_dir.display().to_string();
+            let (ca, authenticator) = load_ca_dir(identity_config, &config.mesh.trust_domain)
+                .map_err(|source| ServerError::Identity { ca: location.clone(), source: Box::new(source) })?;
+            Some((ca, authenticator, location))
+        }
+        None => None,
+    };
+    let mut manifests = ManifestDir::new(dir.to_path_buf());
+    let first = manifests.load();
+    let (report_tx, reports) = watch::channel(Arc::new(first));
+    let (applier, apply_requests) = ApplyHandle::channel(16);
+    let watcher = Box::pin(manifests.watch(config.reload_interval, report_tx, apply_requests));
+    Ok(Source { reports, applier: Some(applier), watcher: Some(watcher), ca, kube: None })
 }

@@ -23,7 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint, Uri};
 use weft_control::identity::{CertInfo, CertificateAuthority, SpiffeId, token_for};
-use weft_control::server::{ControlConfig, IdentityConfig, RunningControl};
+use weft_control::server::{ControlConfig, IdentityConfig, RunningControl, SourceConfig};
 use weft_control::translate::MeshOptions;
 use weft_xds_protos::envoy::config::core::v3::Node;
 use weft_xds_protos::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -50,7 +50,7 @@ async fn start(prepare: impl FnOnce(&Path)) -> Mesh {
     let ca_dir = dir.path().join("ca");
     prepare(&ca_dir);
     let control = weft_control::server::start(ControlConfig {
-        manifests,
+        source: SourceConfig::Manifests(manifests),
         xds_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         reload_interval: Duration::from_millis(100),

@@ -15,5 +15,6 @@ pub mod init;
 pub mod metrics;
 pub mod proxy;
 pub mod sds;
+pub mod tap;
 pub mod tls;
 pub mod xds;

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 use weft_proxy::admin::{self, AdminState};
 use weft_proxy::metrics::Metrics;
+use weft_proxy::tap::{self, Tap};
 use weft_proxy::tls::channel::read_pem_certificates;
 use weft_proxy::tls::{
     Certifier, ControlPlaneTls, Credentials, SpiffeId, TokenSource, control_endpoint, control_identity,
@@ -66,6 +67,10 @@ struct Args {
     /// Address of the admin server (/ready, /live, /metrics, /config_dump) [default: <pod-ip>:4191].
     #[arg(long, env = "WEFT_ADMIN_ADDR")]
     admin_addr: Option<SocketAddr>,
+    /// Address of the tap endpoint (weft's tap gRPC API over mTLS; only the control plane's
+    /// identity may connect) [default: <pod-ip>:4190]. Not served with --insecure-plaintext.
+    #[arg(long, env = "WEFT_TAP_ADDR")]
+    tap_addr: Option<SocketAddr>,
     /// The app's port, sent to the control plane as node metadata APP_PORT.
     #[arg(long, env = "WEFT_APP_PORT")]
     app_port: Option<u16>,
@@ -246,6 +251,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tokio::spawn(admin::serve_with_identity(admin_listener, state, admin_identity, shutdown.clone()));
     let mut stop = Box::pin(stop_signal());
 
+    let tap = Tap::new();
+    let mut tap_task = None;
+    if let Some(setup) = &identity {
+        let tap_addr = args.tap_addr.unwrap_or_else(|| SocketAddr::new(args.pod_ip, tap::server::TAP_PORT));
+        // Tap is for observing: a proxy whose tap port is taken serves traffic all the same.
+        match tap::server::bind(tap_addr).await {
+            Ok(listener) => {
+                info!(addr = %tap_addr, allowed = %setup.tls.expected(), "tap endpoint listening");
+                tap_task = Some(tokio::spawn(tap::server::serve(
+                    listener,
+                    tap.clone(),
+                    creds_rx.clone(),
+                    setup.tls.expected().clone(),
+                    shutdown.clone(),
+                )));
+            }
+            Err(e) => warn!(addr = %tap_addr, error = %e, "cannot bind the tap endpoint; tap is off"),
+        }
+    }
+
     let mut renewals = None;
     match identity {
         None => {
@@ -278,8 +303,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let xds_task = tokio::spawn(client.run(shutdown.clone()));
-    let proxy_task =
-        tokio::spawn(weft_proxy::proxy::run(handle.config.clone(), creds_rx.clone(), metrics, shutdown));
+    let proxy_task = tokio::spawn(weft_proxy::proxy::run_with_tap(
+        handle.config.clone(),
+        creds_rx.clone(),
+        metrics,
+        tap,
+        shutdown,
+    ));
     info!(
         node = node.id,
         xds = args.xds_addr,
@@ -301,6 +331,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(1), xds_task).await;
     if let Some(renewals) = renewals {
         renewals.abort();
+    }
+    if let Some(tap_task) = tap_task {
+        tap_task.abort();
     }
     if !admin_task.is_finished() {
         let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;

@@ -209,8 +209,10 @@ pub struct Metrics {
 /// The workload certificate's `not_after`, in Unix seconds; exposed as
 /// `identity_cert_expiration_timestamp_seconds` and, computed at each scrape,
 /// `identity_cert_expiry_seconds`. No series until a certificate is known.
+/// weft-proxy's metrics and weft-agent's ([`crate::sds::SdsMetrics`]) both
+/// register one.
 #[derive(Debug)]
-struct IdentityExpiry {
+pub(crate) struct IdentityExpiry {
     /// `i64::MIN` until set.
     not_after: AtomicI64,
 }
@@ -218,8 +220,13 @@ struct IdentityExpiry {
 impl IdentityExpiry {
     const UNSET: i64 = i64::MIN;
 
-    fn new() -> IdentityExpiry {
+    pub(crate) fn new() -> IdentityExpiry {
         IdentityExpiry { not_after: AtomicI64::new(Self::UNSET) }
+    }
+
+    /// Records the current certificate's `not_after`.
+    pub(crate) fn set(&self, not_after: SystemTime) {
+        self.not_after.store(unix_seconds(not_after), Ordering::Relaxed);
     }
 
     fn get(&self) -> Option<i64> {
@@ -375,7 +382,7 @@ impl Metrics {
 
     /// Records the expiry (`not_after`) of the current workload certificate.
     pub fn set_identity_expiry(&self, not_after: SystemTime) {
-        self.identity_expiry.not_after.store(unix_seconds(not_after), Ordering::Relaxed);
+        self.identity_expiry.set(not_after);
     }
 
     /// Counts a workload certificate obtained (first or renewed).

@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::{UnboundedReceiverStream, UnixListenerStream};
 use tonic::codegen::http::Uri;
 use tonic::transport::{Channel, Endpoint};
-use weft_control::server::{ControlConfig, IdentityConfig, RunningControl};
+use weft_control::server::{ControlConfig, IdentityConfig, RunningControl, SourceConfig};
 use weft_proxy::protos::envoy::config::core::v3::data_source::Specifier;
 use weft_proxy::protos::envoy::extensions::transport_sockets::tls::v3::Secret;
 use weft_proxy::protos::envoy::extensions::transport_sockets::tls::v3::secret::Type;
@@ -375,7 +375,7 @@ async fn control_plane(ca_dir: &Path, xds_addr: &str, cert_lifetime: Duration) -
     let manifests = ca_dir.parent().unwrap().join("manifests");
     std::fs::create_dir_all(&manifests).unwrap();
     weft_control::server::start(ControlConfig {
-        manifests,
+        source: SourceConfig::Manifests(manifests),
         xds_addr: xds_addr.parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         reload_interval: Duration::from_millis(100),

@@ -1,5 +1,6 @@
 //! The `weft-proxy` binary as an operator meets it: `--help` documents every flag
-//! and the `WEFT_*` variable that mirrors it, and the variables work. (Building this
+//! and the `WEFT_*` variable that mirrors it (the identity flags of `weft-agent`
+//! too), and the variables work. (Building this
 //! test also builds the binary that the end-to-end tests in `integration/` run.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -113,4 +114,38 @@ fn help_of_finds_a_flags_block() {
     );
     assert!(help_of(help, "--sotw").unwrap().contains("WEFT_SOTW"));
     assert_eq!(help_of(help, "--pod"), None);
+}
+
+/// Asserts that `bin --help` documents each flag and names its variable.
+fn assert_documented(bin: &str, flags: &[(&str, &str)]) {
+    let out = Command::new(bin).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for (flag, var) in flags {
+        let text = help_of(&help, flag).unwrap_or_else(|| panic!("{bin} --help lacks {flag}:\n{help}"));
+        assert!(text.contains(&format!("[env: {var}")), "{bin}: {flag} does not name {var}:\n{text}");
+    }
+}
+
+#[test]
+fn help_documents_the_identity_flags() {
+    let identity = [
+        ("--ca-file", "WEFT_CA_FILE"),
+        ("--token-file", "WEFT_TOKEN_FILE"),
+        ("--trust-domain", "WEFT_TRUST_DOMAIN"),
+        ("--control-identity", "WEFT_CONTROL_IDENTITY"),
+    ];
+    let mut proxy = identity.to_vec();
+    proxy.push(("--insecure-plaintext", "WEFT_INSECURE_PLAINTEXT"));
+    assert_documented(env!("CARGO_BIN_EXE_weft-proxy"), &proxy);
+    let mut agent = identity.to_vec();
+    agent.extend([
+        ("--xds-addr", "WEFT_XDS_ADDR"),
+        ("--namespace", "WEFT_NAMESPACE"),
+        ("--service-account", "WEFT_SERVICE_ACCOUNT"),
+        ("--sds-socket", "WEFT_SDS_SOCKET"),
+        ("--admin-addr", "WEFT_ADMIN_ADDR"),
+        ("--log", "WEFT_LOG"),
+    ]);
+    assert_documented(env!("CARGO_BIN_EXE_weft-agent"), &agent);
 }

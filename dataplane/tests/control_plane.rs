@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use weft_control::server::{ControlConfig, RunningControl};
+use weft_control::server::{ControlConfig, RunningControl, SourceConfig};
 use weft_proxy::config::{Action, Config, WeightedCluster};
 use weft_proxy::metrics::Metrics;
 use weft_proxy::xds::{Backoff, ClientConfig, Mode, NodeInfo, XdsClient, XdsHandle};
@@ -19,7 +19,7 @@ const PAYMENT_SVC_VH: &str = "payment-svc.payments.svc.cluster.local:8080";
 
 async fn control(manifests: &Path) -> RunningControl {
     weft_control::server::start(ControlConfig {
-        manifests: manifests.to_path_buf(),
+        source: SourceConfig::Manifests(manifests.to_path_buf()),
         xds_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         reload_interval: Duration::from_millis(50),

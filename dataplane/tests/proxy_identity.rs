@@ -2,8 +2,8 @@
 //! plane in-process with identity on: it certifies with its token over TLS,
 //! runs ADS over TLS with its workload certificate, reports ready only then,
 //! shows its certificate on `/identity` and in metrics, and renews it. A
-//! refused token stops it with the server's message; `--help` documents the
-//! identity flags of `weft-proxy` and `weft-agent`.
+//! refused token stops it with the server's message. (`--help` and the
+//! identity flags: `cli.rs`.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use weft_control::server::{ControlConfig, IdentityConfig, RunningControl};
+use weft_control::server::{ControlConfig, IdentityConfig, RunningControl, SourceConfig};
 use weft_proxy::tls::SpiffeId;
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -35,7 +35,7 @@ fn manifests(dir: &Path, ip: IpAddr) {
 
 async fn control_plane(dir: &Path, cert_lifetime: Duration) -> RunningControl {
     weft_control::server::start(ControlConfig {
-        manifests: dir.join("manifests"),
+        source: SourceConfig::Manifests(dir.join("manifests")),
         xds_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         reload_interval: Duration::from_millis(100),
@@ -235,54 +235,6 @@ async fn weft_proxy_waits_for_a_certificate_and_stops_on_a_refused_token() {
     control.shutdown().await;
 }
 
-/// The lines of clap's help that describe `flag`.
-fn help_of(help: &str, flag: &str) -> Option<String> {
-    let lines: Vec<&str> = help.lines().collect();
-    let names_flag = |l: &str| {
-        let l = l.trim_start();
-        l.starts_with('-') && l.split([' ', ',', '=']).any(|w| w == flag)
-    };
-    let start = lines.iter().position(|l| names_flag(l))?;
-    let end = lines[start + 1..]
-        .iter()
-        .position(|l| l.trim_start().starts_with('-'))
-        .map_or(lines.len(), |n| start + 1 + n);
-    Some(lines[start..end].join("\n"))
-}
-
-fn assert_documented(bin: &str, flags: &[(&str, &str)]) {
-    let out = Command::new(bin).arg("--help").output().unwrap();
-    assert!(out.status.success());
-    let help = String::from_utf8(out.stdout).unwrap();
-    for (flag, var) in flags {
-        let text = help_of(&help, flag).unwrap_or_else(|| panic!("{bin} --help lacks {flag}:\n{help}"));
-        assert!(text.contains(&format!("[env: {var}")), "{bin}: {flag} does not name {var}:\n{text}");
-    }
-}
-
-#[test]
-fn help_documents_the_identity_flags() {
-    let identity = [
-        ("--ca-file", "WEFT_CA_FILE"),
-        ("--token-file", "WEFT_TOKEN_FILE"),
-        ("--trust-domain", "WEFT_TRUST_DOMAIN"),
-        ("--control-identity", "WEFT_CONTROL_IDENTITY"),
-    ];
-    let mut proxy = identity.to_vec();
-    proxy.push(("--insecure-plaintext", "WEFT_INSECURE_PLAINTEXT"));
-    assert_documented(env!("CARGO_BIN_EXE_weft-proxy"), &proxy);
-    let mut agent = identity.to_vec();
-    agent.extend([
-        ("--xds-addr", "WEFT_XDS_ADDR"),
-        ("--namespace", "WEFT_NAMESPACE"),
-        ("--service-account", "WEFT_SERVICE_ACCOUNT"),
-        ("--sds-socket", "WEFT_SDS_SOCKET"),
-        ("--admin-addr", "WEFT_ADMIN_ADDR"),
-        ("--log", "WEFT_LOG"),
-    ]);
-    assert_documented(env!("CARGO_BIN_EXE_weft-agent"), &agent);
-}
-
 #[test]
 fn weft_proxy_without_identity_files_says_what_is_missing() {
     let out = Command::new(env!("CARGO_BIN_EXE_weft-proxy"))
@@ -303,7 +255,7 @@ async fn weft_proxy_insecure_plaintext_runs_without_a_certificate() {
     let ip = pod_ip(3);
     manifests(&dir.path().join("manifests"), ip);
     let control = weft_control::server::start(ControlConfig {
-        manifests: dir.path().join("manifests"),
+        source: SourceConfig::Manifests(dir.path().join("manifests")),
         xds_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         reload_interval: Duration::from_millis(100),

@@ -420,6 +420,21 @@ async fn plaintext_and_unknown_names_are_closed_by_the_tls_listener() {
     mesh.stop().await;
 }
 
+/// A keep-alive HTTP/1.1 connection to `outbound`, as the app holds one, and a
+/// function that sends `GET path` with `Host: api.shop` on it: the status.
+async fn keep_alive(outbound: SocketAddr) -> impl AsyncFnMut(&str) -> StatusCode {
+    let tcp = TcpStream::connect(outbound).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    async move |path: &str| {
+        let req = Request::get(path).header("host", "api.shop").body(full("")).unwrap();
+        let response = sender.send_request(req).await.unwrap();
+        let status = response.status();
+        let _ = response.into_body().collect().await.unwrap();
+        status
+    }
+}
+
 #[tokio::test]
 async fn rotated_credentials_reach_new_connections_while_established_ones_go_on() {
     let (old, new) = (TestCa::new("root old"), TestCa::new("root new"));
@@ -427,16 +442,7 @@ async fn rotated_credentials_reach_new_connections_while_established_ones_go_on(
     let mesh = Mesh::start(plain_setup(&old, &api)).await;
 
     // One keep-alive connection from the app, and through it one upstream mTLS connection.
-    let tcp = TcpStream::connect(mesh.outbound).await.unwrap();
-    let (mut keep_alive, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
-    tokio::spawn(conn);
-    let mut request = async |path: &str| {
-        let req = Request::get(path).header("host", "api.shop").body(full("")).unwrap();
-        let response = keep_alive.send_request(req).await.unwrap();
-        let status = response.status();
-        let _ = response.into_body().collect().await.unwrap();
-        status
-    };
+    let mut request = keep_alive(mesh.outbound).await;
     assert_eq!(request("/first").await, StatusCode::OK);
     let established = mesh.api_connections();
 
@@ -509,16 +515,7 @@ async fn new_rbac_rules_reach_established_connections() {
     let api = api();
     let mesh = Mesh::start(plain_setup(&ca, &api)).await;
     // A keep-alive connection from the app, and with it a pooled upstream one.
-    let tcp = TcpStream::connect(mesh.outbound).await.unwrap();
-    let (mut keep_alive, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
-    tokio::spawn(conn);
-    let mut request = async |path: &str| {
-        let req = Request::get(path).header("host", "api.shop").body(full("")).unwrap();
-        let response = keep_alive.send_request(req).await.unwrap();
-        let status = response.status();
-        let _ = response.into_body().collect().await.unwrap();
-        status
-    };
+    let mut request = keep_alive(mesh.outbound).await;
     assert_eq!(request("/denied").await, StatusCode::OK);
 
     // A TrafficTarget arrives: the chain changes, and its connections drain.

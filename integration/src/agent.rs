@@ -34,7 +34,7 @@ impl Agent {
     pub fn start(config: &ProxyConfig, identity: &MeshIdentity) -> anyhow::Result<Agent> {
         let bin = crate::paths::weft_agent_bin()?;
         let dir = tempfile::Builder::new().prefix("weft-agent-").tempdir()?;
-        let token = identity.write_token_file(dir.path(), &config.namespace, &config.service_account)?;
+        let token = config.write_token_file(dir.path(), identity)?;
         let sds_dir = dir.path().join("sds");
         private_dir(&sds_dir)?;
         let socket = sds_dir.join("sds.sock");

@@ -23,19 +23,18 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
     KeyPair, KeyUsagePurpose, SanType,
 };
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::server::ParsedCertificate;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tonic::transport::{Channel, Endpoint, Uri};
+use weft_proxy::tls::SpiffeServerVerifier;
+/// The SPIFFE ID in a certificate's one URI SAN (weft-proxy's own reading).
+pub use weft_proxy::tls::spiffe_id_of;
 use weft_xds_protos::identity::CertifyRequest;
 use weft_xds_protos::identity::identity_client::IdentityClient;
 pub use weft_xds_protos::spiffe::SpiffeId;
-use x509_parser::extensions::GeneralName;
 
 /// The root certificate's file in the CA directory.
 pub const ROOT_CERT_FILE: &str = "root-cert.pem";
@@ -230,25 +229,6 @@ pub fn pem_certificates(pem: &str) -> anyhow::Result<Vec<CertificateDer<'static>
     Ok(out)
 }
 
-/// The SPIFFE ID in a certificate's one URI SAN.
-pub fn spiffe_id_of(cert: &CertificateDer<'_>) -> anyhow::Result<SpiffeId> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert)?;
-    let san = parsed.subject_alternative_name()?.ok_or_else(|| anyhow::anyhow!("no subjectAltName"))?;
-    let uris: Vec<&str> = san
-        .value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            GeneralName::URI(u) => Some(*u),
-            _ => None,
-        })
-        .collect();
-    match uris.as_slice() {
-        [uri] => Ok(uri.parse()?),
-        other => anyhow::bail!("expected one URI SAN, found {other:?}"),
-    }
-}
-
 /// A TLS client config on ring: presents `client` (if any), accepts a server whose chain
 /// ends at one of `roots` and, if `expect` is given, whose certificate names that SPIFFE
 /// ID (the server name plays no part, as between mesh proxies); offers `alpn`.
@@ -263,11 +243,7 @@ pub fn client_config(
     for root in roots {
         store.add(root.clone())?;
     }
-    let verifier = MeshServerVerifier {
-        roots: Arc::new(store),
-        expect,
-        algorithms: provider.signature_verification_algorithms,
-    };
+    let verifier = SpiffeServerVerifier::new(Arc::new(store), expect.into_iter().collect(), &provider);
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .dangerous()
@@ -338,63 +314,6 @@ impl tonic::codegen::Service<Uri> for TlsDialer {
             Ok(TokioIo::new(stream))
         });
         Box::pin(async move { dial.await.map_err(|e| e.into_boxed_dyn_error()) })
-    }
-}
-
-/// Checks the chain against the roots and, optionally, the SPIFFE ID; not the name.
-#[derive(Debug)]
-struct MeshServerVerifier {
-    roots: Arc<RootCertStore>,
-    expect: Option<SpiffeId>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for MeshServerVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.algorithms.all,
-        )?;
-        if let Some(expect) = &self.expect {
-            let presented = spiffe_id_of(end_entity).map_err(|e| rustls::Error::General(format!("{e:#}")))?;
-            if &presented != expect {
-                return Err(rustls::Error::General(format!("server is {presented}, expected {expect}")));
-            }
-        }
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use weft_control::bootstrap::AdsMode;
-use weft_control::server::{ControlConfig, IdentityConfig, RunningControl};
+use weft_control::server::{ControlConfig, IdentityConfig, RunningControl, SourceConfig};
 use weft_control::translate::{AuthzMode, MeshOptions};
 use weft_xds_protos::envoy::config::core::v3::Node;
 
@@ -294,7 +294,7 @@ impl LocalMesh {
         match self.mode {
             ControlMode::InProcess => {
                 let config = ControlConfig {
-                    manifests: self.dir.path().to_path_buf(),
+                    source: SourceConfig::Manifests(self.dir.path().to_path_buf()),
                     xds_addr: self.xds_addr,
                     admin_addr: self.admin_addr,
                     reload_interval: RELOAD_INTERVAL,

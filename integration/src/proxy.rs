@@ -8,8 +8,10 @@
 //! which every listener is an object with `"@type":` [`type_url::LISTENER`] and its
 //! `"name"`, as in Envoy's own config dump).
 
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -68,6 +70,10 @@ pub struct ProxyConfig {
     /// Where its identity comes from; `None` runs it with `--insecure-plaintext` (xDS
     /// without TLS, no certificate), as against a fake ADS server.
     pub identity: Option<MeshIdentity>,
+    /// The token it proves its identity with, as handed to it (in Kubernetes, its
+    /// ServiceAccount token); `None` derives it from the identity's CA directory, as
+    /// `weft token` does.
+    pub token: Option<String>,
 }
 
 impl ProxyConfig {
@@ -89,7 +95,26 @@ impl ProxyConfig {
             mode,
             app_port: None,
             identity: None,
+            token: None,
         }
+    }
+
+    /// The same config, proving its identity with `token` (e.g. a ServiceAccount token
+    /// checked with TokenReview) instead of the one the CA directory's key derives.
+    pub fn with_token(mut self, token: impl Into<String>) -> ProxyConfig {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Writes its token to `<dir>/token` (mode 0600), for `--token-file`.
+    pub(crate) fn write_token_file(&self, dir: &Path, identity: &MeshIdentity) -> anyhow::Result<PathBuf> {
+        let Some(token) = &self.token else {
+            return identity.write_token_file(dir, &self.namespace, &self.service_account);
+        };
+        let path = dir.join("token");
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        file.write_all(token.as_bytes())?;
+        Ok(path)
     }
 
     /// The same config, with the identity `identity` (a meshed proxy: mTLS, xDS over TLS).
@@ -333,8 +358,7 @@ impl WeftProxy {
         clear_weft_env(&mut command);
         match &config.identity {
             Some(identity) => {
-                let token =
-                    identity.write_token_file(dir.path(), &config.namespace, &config.service_account)?;
+                let token = config.write_token_file(dir.path(), identity)?;
                 command
                     .arg("--ca-file")
                     .arg(identity.ca_file())

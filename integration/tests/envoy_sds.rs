@@ -6,16 +6,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use weft_control::bootstrap::{AdsMode, BootstrapConfig, BootstrapTls, XdsTransport, envoy_bootstrap_with};
-use weft_control::server::{ControlConfig, IdentityConfig, RunningControl};
-use weft_integration::child::LoggedChild;
-use weft_integration::{Envoy, Subnet, envoy_bin, patience, weft_agent_bin, weft_bin};
-use weft_xds_protos::spiffe::SpiffeId;
+use weft_control::bootstrap::AdsMode;
+use weft_control::server::{ControlConfig, IdentityConfig, RunningControl, SourceConfig};
+use weft_integration::identity::TRUST_DOMAIN;
+use weft_integration::proxy::start_envoy;
+use weft_integration::{Envoy, MeshIdentity, ProxyConfig, Subnet, envoy_bin, patience, weft_bin};
 
 const WEB: &str = "spiffe://cluster.local/ns/shop/sa/web";
 const CONTROL: &str = "spiffe://cluster.local/ns/weft-system/sa/weft-control";
@@ -62,7 +61,7 @@ status:
 
 async fn control_plane(dir: &Path, cert_lifetime: Duration) -> RunningControl {
     weft_control::server::start(ControlConfig {
-        manifests: dir.join("manifests"),
+        source: SourceConfig::Manifests(dir.join("manifests")),
         xds_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         reload_interval: Duration::from_millis(100),
@@ -71,87 +70,6 @@ async fn control_plane(dir: &Path, cert_lifetime: Duration) -> RunningControl {
     })
     .await
     .unwrap()
-}
-
-/// A running weft-agent for `shop/web`.
-struct Agent {
-    process: LoggedChild,
-    socket: PathBuf,
-    admin: SocketAddr,
-}
-
-fn start_agent(control: &RunningControl, ca_dir: &Path, admin: SocketAddr) -> Agent {
-    let dir = tempfile::Builder::new().prefix("weft-agent-").tempdir().unwrap();
-    let id: SpiffeId = WEB.parse().unwrap();
-    let token = weft_control::identity::token_for(ca_dir, &id).unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, token).unwrap();
-    // Left for the agent to create (0700).
-    let socket = dir.path().join("sds").join("agent.sock");
-    let mut command = Command::new(weft_agent_bin().unwrap());
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("WEFT_") {
-            command.env_remove(key);
-        }
-    }
-    command
-        .env("WEFT_LOG", "info,weft_proxy=debug")
-        .args(["--xds-addr", &control.xds_addr.to_string()])
-        .args(["--namespace", "shop", "--service-account", "web"])
-        .arg("--ca-file")
-        .arg(ca_dir.join("root-cert.pem"))
-        .arg("--token-file")
-        .arg(&token_file)
-        .arg("--sds-socket")
-        .arg(&socket)
-        .args(["--admin-addr", &admin.to_string()]);
-    let process = LoggedChild::spawn_in(dir, "weft-agent", command).unwrap();
-    Agent { process, socket, admin }
-}
-
-impl Agent {
-    async fn wait_ready(&self) {
-        let deadline = Instant::now() + patience();
-        loop {
-            if let Some(status) = self.process.exited() {
-                panic!("{}", self.process.failed(format!("weft-agent exited: {status}")));
-            }
-            if admin_get(self.admin, "/ready").await.is_some_and(|(s, _)| s == 200) && self.socket.exists() {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!("{}", self.process.failed("weft-agent was not ready in time".into()));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-/// `GET` on a plain HTTP/1.1 admin server: (status, body), `None` if unreachable.
-async fn admin_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
-    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut raw = String::new();
-    tcp.read_to_string(&mut raw).await.ok()?;
-    let status = raw.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
-}
-
-fn bootstrap(control: &RunningControl, pod_ip: std::net::IpAddr, socket: &Path, mode: AdsMode) -> String {
-    let cfg = BootstrapConfig {
-        node_id: "web".into(),
-        namespace: "shop".into(),
-        service_account: "web".into(),
-        pod_ip,
-        xds_addr: control.xds_addr.to_string(),
-        admin_addr: SocketAddr::new(pod_ip, 0),
-        mode,
-    };
-    let tls = BootstrapTls { sds_socket: socket.to_owned(), control_identity: CONTROL.parse().unwrap() };
-    envoy_bootstrap_with(&cfg, &XdsTransport::Tls(tls)).unwrap()
 }
 
 /// The serial numbers of the certificates Envoy holds for `name`
@@ -181,15 +99,13 @@ async fn envoy_goes_live_over_tls_with_its_sds_certificate(mode: AdsMode) {
     manifests(&dir.path().join("manifests"), subnet.ip(1));
     // 40 s leaves (the CA backdates a minute): renewed every ~10 s.
     let control = control_plane(dir.path(), Duration::from_secs(40)).await;
-    let ca_dir = dir.path().join("ca");
-    let agent = start_agent(&control, &ca_dir, subnet.addr(1, 4192));
-    agent.wait_ready().await;
-
-    let envoy = Envoy::start(&bootstrap(&control, subnet.ip(1), &agent.socket, mode)).await.unwrap();
-    if let Err(e) = envoy.wait_live(patience()).await {
-        eprintln!("---- weft-agent log ----\n{}", agent.process.log_tail(200));
-        panic!("Envoy did not go LIVE over TLS: {e:#}");
-    }
+    // Envoy with weft-agent beside it, as the harness runs a meshed Envoy.
+    let identity = MeshIdentity { ca_dir: dir.path().join("ca"), trust_domain: TRUST_DOMAIN.to_owned() };
+    let workload = ProxyConfig::new("web", "shop", "web", subnet.ip(1), control.xds_addr, mode)
+        .with_identity(Some(identity));
+    let envoy =
+        start_envoy(&workload).await.unwrap_or_else(|e| panic!("Envoy did not go LIVE over TLS: {e:#}"));
+    let agent = envoy.agent().expect("a meshed Envoy has its weft-agent");
 
     // ADS went over TLS, with a handshake and no failure.
     let handshakes = envoy.stat("cluster.weft-xds.ssl.handshake").await.unwrap().unwrap_or(0);
@@ -200,7 +116,7 @@ async fn envoy_goes_live_over_tls_with_its_sds_certificate(mode: AdsMode) {
     let held = workload_certs(&certs);
     assert!(held.iter().any(|(uri, _)| uri == WEB), "Envoy's /certs lacks {WEB}: {certs}");
     let agent_identity: serde_json::Value =
-        serde_json::from_str(&admin_get(agent.admin, "/identity").await.unwrap().1).unwrap();
+        serde_json::from_str(&agent.get_admin("/identity").await.unwrap()).unwrap();
     assert_eq!(agent_identity["identity"], WEB);
     // ROOTCA is the mesh root (Envoy shows serials in lowercase hex).
     let root = control.identity.as_ref().expect("identity is on").ca.root_der().to_vec();

@@ -12,10 +12,11 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use weft_control::identity::{AuthError, Authenticator, SpiffeId};
 use weft_control::model::Key;
+use weft_control::server::{ControlConfig, KubernetesSource, RunningControl, SourceConfig};
 use weft_control::source::LoadReport;
 use weft_control::source::kube::{
-    self as kube_source, KubeSource, KubeSourceOptions, LeaderElection, LeaseConfig, NackInfo, StatusWriter,
-    TokenReviewAuthenticator,
+    self as kube_source, KubeSource, KubeSourceOptions, KubernetesConfig, LeaderElection, LeaseConfig,
+    NackInfo, StatusWriter, TokenReviewAuthenticator,
 };
 use weft_integration::eventually;
 use weft_integration::fake_kube::{FakeKube, ResourceType, default_types};
@@ -514,67 +515,27 @@ async fn kube_status_goes_on_the_object_when_the_crd_has_no_status_subresource()
 
 // ----- End to end: the control plane fed by the Kubernetes source -----
 
-mod control {
-    //! Test-only wiring of the Kubernetes source into the control plane's snapshot feed and
-    //! xDS server (what `weft control --source kubernetes` does), plaintext.
-
-    use std::net::{IpAddr, SocketAddr};
-
-    use tokio::net::TcpListener;
-    use tokio::task::JoinHandle;
-    use weft_control::cache::Snapshot;
-    use weft_control::metrics::Metrics;
-    use weft_control::translate::MeshOptions;
-    use weft_control::xds::{Registry, XdsContext, routes};
-
-    use super::*;
-
-    pub(crate) struct KubeControl {
-        pub(crate) xds_addr: SocketAddr,
-        tasks: Vec<JoinHandle<()>>,
-    }
-
-    impl Drop for KubeControl {
-        fn drop(&mut self) {
-            self.tasks.iter().for_each(JoinHandle::abort);
-        }
-    }
-
-    /// Serves xDS on `ip` from the source's reports: one snapshot per report.
-    pub(crate) async fn serve(source: &KubeSource, ip: IpAddr) -> anyhow::Result<KubeControl> {
-        let options = Arc::new(MeshOptions::plaintext());
-        let first = source.reports.borrow().clone();
-        let snapshot = Snapshot::build(1, Arc::new(first.state.clone()), options.clone())?;
-        let (snapshots, snap_rx) = watch::channel(Arc::new(snapshot));
-        let mut reports = source.reports.clone();
-        let publisher = tokio::spawn(async move {
-            let mut version = 1;
-            while reports.changed().await.is_ok() {
-                let report = reports.borrow_and_update().clone();
-                version += 1;
-                match Snapshot::build(version, Arc::new(report.state.clone()), options.clone()) {
-                    Ok(s) => drop(snapshots.send_replace(Arc::new(s))),
-                    Err(e) => eprintln!("inconsistent snapshot: {e}"),
-                }
-            }
-        });
-        let ctx = XdsContext {
-            snapshots: snap_rx,
-            registry: Registry::default(),
-            metrics: Arc::new(Metrics::new()),
-            client_auth: None,
-        };
-        let listener = TcpListener::bind((ip, 0)).await?;
-        let xds_addr = listener.local_addr()?;
-        let server = tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            let _ = tonic::transport::Server::builder()
-                .add_routes(routes(ctx))
-                .serve_with_incoming(incoming)
-                .await;
-        });
-        Ok(KubeControl { xds_addr, tasks: vec![publisher, server] })
-    }
+/// The control plane fed by the Kubernetes source, as `weft control --source kubernetes`
+/// runs it (in-process, plaintext, no status writer or injector): xDS on `ip`.
+async fn control(api: &FakeKube, ip: std::net::IpAddr) -> anyhow::Result<RunningControl> {
+    let kube = KubernetesSource {
+        client: api.client()?,
+        runtime: KubernetesConfig { source: fast(), lease: None },
+        namespace: "weft-system".into(),
+        ca_secret: "weft-ca".into(),
+        webhook: None,
+        trust_bundles: false,
+    };
+    let config = ControlConfig {
+        source: SourceConfig::Kubernetes(Box::new(kube)),
+        xds_addr: std::net::SocketAddr::new(ip, 0),
+        admin_addr: std::net::SocketAddr::new(ip, 0),
+        reload_interval: Duration::from_millis(100),
+        mesh: weft_control::translate::MeshOptions::plaintext(),
+        identity: None,
+    };
+    let started = weft_control::server::start(config);
+    Ok(tokio::time::timeout(weft_integration::patience(), started).await??)
 }
 
 use weft_control::bootstrap::AdsMode;
@@ -613,8 +574,7 @@ async fn split_routes_end_to_end(kind: ProxyKind) {
     let net = Subnet::claim().unwrap();
     let api = FakeKube::start().await.unwrap();
     let (_v1, _v2) = routed_mesh(&api, &net).await.unwrap();
-    let source = start_source(&api).await.unwrap();
-    let control = control::serve(&source, net.ip(250)).await.unwrap();
+    let control = control(&api, net.ip(250)).await.unwrap();
     let config = ProxyConfig::new("client-1", "pay", "client", net.ip(2), control.xds_addr, AdsMode::Delta);
     let proxy = Proxy::start(kind, &config).await.unwrap();
     let outbound = std::net::SocketAddr::new(net.ip(2), weft_control::translate::OUTBOUND_PORT);
@@ -671,8 +631,7 @@ async fn kube_state_reaches_the_xds_a_proxy_is_sent() {
     let net = Subnet::claim().unwrap();
     let api = FakeKube::start().await.unwrap();
     let _backends = routed_mesh(&api, &net).await.unwrap();
-    let source = start_source(&api).await.unwrap();
-    let control = control::serve(&source, net.ip(250)).await.unwrap();
+    let control = control(&api, net.ip(250)).await.unwrap();
     let mut ads =
         ScriptedAdsClient::connect_sotw(control.xds_addr, node("c", "pay", "client", &net.ip(2).to_string()))
             .await

@@ -33,7 +33,7 @@ use weft_control::bootstrap::AdsMode;
 use weft_control::translate::AuthzMode;
 use weft_integration::identity::{TestCa, client_config, tls_connect};
 use weft_integration::xds_client::{self, ScriptedAdsClient};
-use weft_integration::{LocalMesh, Proxy, ProxyKind, TcpEcho, eventually, load};
+use weft_integration::{Backend, LocalMesh, Proxy, ProxyKind, TcpEcho, eventually, load};
 use weft_xds_protos::type_url::CLUSTER;
 
 const NS: &str = "shop";
@@ -140,11 +140,18 @@ spec: {}
 
 /// One request through the proxy at `proxy` (its outbound port): `method path` with `Host: host`.
 async fn request(proxy: SocketAddr, method: &str, host: &str, path: &str) -> anyhow::Result<(u16, String)> {
-    let stream = TcpStream::connect(proxy).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
     let req =
         http::Request::builder().method(method).uri(path).header("host", host).body(Empty::<Bytes>::new())?;
+    http1_exchange(TcpStream::connect(proxy).await?, req).await
+}
+
+/// Sends `req` over HTTP/1.1 on `io` and reads the answer: status and body, within 10 s.
+async fn http1_exchange<IO>(io: IO, req: http::Request<Empty<Bytes>>) -> anyhow::Result<(u16, String)>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(conn);
     let exchange = async {
         let resp = sender.send_request(req).await?;
         let status = resp.status().as_u16();
@@ -232,6 +239,22 @@ impl Identity {
     fn outbound(&self, host: u8) -> SocketAddr {
         self.mesh.subnet.addr(host, 4140)
     }
+
+    /// The `web` app (pod .3) and its proxy of `kind`.
+    async fn web(&self, kind: ProxyKind) -> anyhow::Result<(Backend, Proxy)> {
+        let web = self.mesh.backend(3, 8080, "web").await?;
+        Ok((web, self.proxy(kind, "web", "web", 3).await?))
+    }
+
+    /// Waits until `GET path` from the client (pod .1) gets web's answer: the mesh works.
+    async fn client_reaches_web(&self, path: &str) -> anyhow::Result<()> {
+        eventually(&format!("the client to get web's answer to {path}"), || async {
+            let answer = load::send(self.outbound(1), WEB, path).await?;
+            anyhow::ensure!(answer == (200, "web".to_owned()), "{answer:?}");
+            anyhow::Ok(true)
+        })
+        .await
+    }
 }
 
 // ---------------------------------------------------------------- every pair of proxies
@@ -243,18 +266,12 @@ async fn mtls_carries_requests_and_the_server_sees_the_client_identity(
     // Strict, and only `client` may call web: the server must know who is calling.
     let scene = Identity::start(AuthzMode::Strict).await?;
     scene.mesh.write_manifest("authz.yaml", WEB_ALLOWS_CLIENT)?;
-    let web = scene.mesh.backend(3, 8080, "web").await?;
-    let web_proxy = scene.proxy(server, "web", "web", 3).await?;
+    let (web, web_proxy) = scene.web(server).await?;
     let client_proxy = scene.proxy(client, "client", "client", 1).await?;
     let intruder_proxy = scene.proxy(client, "intruder", "intruder", 2).await?;
     scene.mesh.wait_synced(&["web", "client", "intruder"]).await?;
 
-    eventually("the client to get web's answer", || async {
-        let answer = load::send(scene.outbound(1), WEB, "/hello").await?;
-        anyhow::ensure!(answer == (200, "web".to_owned()), "{answer:?}");
-        anyhow::Ok(true)
-    })
-    .await?;
+    scene.client_reaches_web("/hello").await?;
     let t = load::run(scene.outbound(1), WEB, "/", 100, 4).await;
     assert_eq!((t.ok(), t.failures), (100, 0), "{client} -> {server}: {t}");
     let served = web.requests();
@@ -309,25 +326,13 @@ async fn get_over_tls(
     server_name: &str,
     config: std::sync::Arc<rustls::ClientConfig>,
 ) -> anyhow::Result<(u16, String)> {
-    let tls = tls_connect(addr, server_name, config).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-    tokio::spawn(conn);
     let req = http::Request::get("/").header("host", WEB).body(Empty::<Bytes>::new())?;
-    let exchange = async {
-        let resp = sender.send_request(req).await?;
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await?.to_bytes();
-        anyhow::Ok((status, String::from_utf8_lossy(&body).into_owned()))
-    };
-    tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer in 10 s"))?
+    http1_exchange(tls_connect(addr, server_name, config).await?, req).await
 }
 
 async fn strangers_are_refused_on_the_inbound_port(server: ProxyKind) -> anyhow::Result<()> {
     let scene = Identity::start(AuthzMode::Permissive).await?;
-    let web = scene.mesh.backend(3, 8080, "web").await?;
-    let _web_proxy = scene.proxy(server, "web", "web", 3).await?;
+    let (web, _web_proxy) = scene.web(server).await?;
     scene.mesh.wait_synced(&["web"]).await?;
     let inbound = scene.mesh.subnet.addr(3, 4143);
     let identity = scene.mesh.mesh_identity()?;
@@ -384,20 +389,14 @@ async fn a_server_with_the_wrong_identity_is_refused(
     server: ProxyKind,
 ) -> anyhow::Result<()> {
     let scene = Identity::start(AuthzMode::Permissive).await?;
-    let web = scene.mesh.backend(3, 8080, "web").await?;
+    let (web, _web_proxy) = scene.web(server).await?;
     let ledger = scene.mesh.backend(5, 8080, "ledger").await?;
-    let _web_proxy = scene.proxy(server, "web", "web", 3).await?;
     // The pod says `ledger`; its proxy is certified as someone else.
     let _ledger_proxy = scene.proxy(server, "ledger", "impostor", 5).await?;
     let _client = scene.proxy(client, "client", "client", 1).await?;
     scene.mesh.wait_synced(&["web", "ledger", "client"]).await?;
 
-    eventually("the client to reach web (the mesh works)", || async {
-        let answer = load::send(scene.outbound(1), WEB, "/").await?;
-        anyhow::ensure!(answer == (200, "web".to_owned()), "{answer:?}");
-        anyhow::Ok(true)
-    })
-    .await?;
+    scene.client_reaches_web("/").await?;
     assert!(web.requests() > 0);
 
     let t = load::run(scene.outbound(1), "ledger:8080", "/", 20, 2).await;
@@ -427,9 +426,8 @@ async fn traffic_targets_allow_and_deny_http_routes_and_tcp(
     authz: AuthzMode,
 ) -> anyhow::Result<()> {
     let scene = Identity::start(authz).await?;
-    let web = scene.mesh.backend(3, 8080, "web").await?;
+    let (web, web_proxy) = scene.web(kind).await?;
     let echo = TcpEcho::start(scene.mesh.subnet.addr(4, 7001)).await?;
-    let web_proxy = scene.proxy(kind, "web", "web", 3).await?;
     let echo_proxy = scene.proxy(kind, "echo-tcp", "echo-tcp", 4).await?;
     let _client = scene.proxy(kind, "client", "client", 1).await?;
     let _intruder = scene.proxy(kind, "intruder", "intruder", 2).await?;

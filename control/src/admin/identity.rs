@@ -15,8 +15,10 @@ use crate::xds::ProxyReport;
 /// What the admin API reads about identity when the control plane serves TLS.
 #[derive(Debug, Clone)]
 pub struct IdentityHandles {
-    /// The CA directory.
+    /// The CA directory (with Kubernetes, where a new root passed through; the CA is in a Secret).
     pub ca_dir: PathBuf,
+    /// Where the CA is kept, as reported: its directory, or `secret <namespace>/<name>`.
+    pub ca_location: String,
     /// The mesh CA.
     pub ca: Arc<CertificateAuthority>,
     /// The control plane's serving certificate.
@@ -82,7 +84,7 @@ pub struct IdentityReport {
     pub trust_domain: String,
     /// The control plane's clock, seconds since the Unix epoch.
     pub now: u64,
-    /// The CA directory.
+    /// Where the CA is kept: its directory, or `secret <namespace>/<name>` in Kubernetes.
     pub ca_dir: Option<String>,
     /// Lifetime of workload certificates, seconds.
     pub leaf_lifetime_seconds: Option<u64>,
@@ -151,7 +153,7 @@ pub fn report(
         proxies,
     };
     if let Some(id) = identity {
-        report.ca_dir = Some(id.ca_dir.display().to_string());
+        report.ca_dir = Some(id.ca_location.clone());
         report.leaf_lifetime_seconds = Some(id.ca.leaf_lifetime().as_secs());
         report.roots = id.ca.trust_bundle().iter().filter_map(|der| der_report(der, now)).collect();
         report.intermediate = id.ca.chain().first().and_then(|der| der_report(der, now));

@@ -41,6 +41,9 @@ pub struct AdminState {
 
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
+    if let Some(identity) = &state.identity {
+        crate::tap::setup_operator_token(identity);
+    }
     Router::new()
         .route("/live", get(|| async { "live\n" }))
         .route("/ready", get(ready))
@@ -50,6 +53,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/debug/source", get(source))
         .route("/debug/identity", get(identity_report))
         .route("/apply", post(apply))
+        .route("/tap", get(crate::tap::handler))
         .with_state(state)
 }
 

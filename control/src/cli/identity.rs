@@ -16,6 +16,8 @@ pub(crate) struct IdentityArgs {
     /// Directory of the mesh CA: root-cert.pem, root-key.pem (0600) and token-key (0600), made on
     /// the first start; add ca-cert.pem + ca-key.pem (an intermediate signed by the root) to sign
     /// with an intermediate, and extra-roots.pem to trust more roots during a root rotation.
+    /// With --source kubernetes the CA is in a Secret instead (--ca-secret), and a root made at
+    /// the first start passes through this directory on its way there.
     /// [default: $XDG_STATE_HOME/weft/ca, else $HOME/.local/state/weft/ca]
     #[arg(long, env = "WEFT_CA_DIR", verbatim_doc_comment)]
     ca_dir: Option<PathBuf>,
@@ -50,8 +52,13 @@ fn ca_dir_or_default(ca_dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 }
 
 impl IdentityArgs {
-    /// The mesh options and, unless `--insecure-plaintext`, the CA configuration.
-    pub(crate) fn into_config(self) -> anyhow::Result<(MeshOptions, Option<IdentityConfig>)> {
+    /// The mesh options and, unless `--insecure-plaintext`, the CA configuration. With
+    /// `kubernetes` the CA directory is only scratch space, so without a default it is one
+    /// under the system's temporary directory.
+    pub(crate) fn into_config(
+        self,
+        kubernetes: bool,
+    ) -> anyhow::Result<(MeshOptions, Option<IdentityConfig>)> {
         let authz: AuthzMode = self.authz.parse().map_err(anyhow::Error::msg)?;
         weft_xds_protos::spiffe::validate_trust_domain(self.trust_domain.clone())
             .context("--trust-domain")?;
@@ -59,7 +66,12 @@ impl IdentityArgs {
         if self.insecure_plaintext {
             return Ok((mesh, None));
         }
-        let ca_dir = ca_dir_or_default(self.ca_dir)?;
+        let ca_dir = match (kubernetes, self.ca_dir) {
+            (true, None) => {
+                identity::default_ca_dir().unwrap_or_else(|| std::env::temp_dir().join("weft-ca"))
+            }
+            (_, ca_dir) => ca_dir_or_default(ca_dir)?,
+        };
         Ok((mesh, Some(IdentityConfig { ca_dir, cert_lifetime: self.cert_lifetime })))
     }
 }

@@ -2,9 +2,12 @@
 //! certificates.
 
 pub(crate) mod check;
+mod control;
 mod identity;
+pub(crate) mod tap;
 
 pub(crate) use check::CheckArgs;
+pub(crate) use control::ControlArgs;
 pub(crate) use identity::{IdentityArgs, TokenArgs, token};
 
 use std::net::SocketAddr;

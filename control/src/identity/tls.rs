@@ -1,7 +1,8 @@
-//! The control plane's own TLS: its serving certificate (issued by the mesh CA, renewed at 70 %
-//! of its life), the rustls server config of the xDS port (client certificate optional, checked
-//! against the trust bundle), and the accept loop that turns TCP connections into TLS streams
-//! for tonic without letting one failed handshake stop it.
+//! The control plane's own TLS: its serving certificates (issued by the mesh CA, renewed at 70 %
+//! of their life: `ServingCert`, used by the xDS port and the injection webhook), the rustls
+//! server config of the xDS port (client certificate optional, checked against the trust
+//! bundle), and the accept loop that turns TCP connections into TLS streams without letting one
+//! failed handshake stop it.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -59,23 +60,12 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The serving certificate in use, swapped on renewal.
-#[derive(Debug)]
-struct Current {
-    key: Arc<CertifiedKey>,
-    info: CertInfo,
-    renew_at: SystemTime,
-}
-
-/// The control plane's serving identity: issues and renews its certificate from the CA and
-/// hands rustls whichever is current.
+/// The control plane's serving identity: a `ServingCert` for its SPIFFE ID, `localhost`, its
+/// service name and the xDS address, which rustls asks for the current certificate.
 #[derive(Debug)]
 pub struct ControlTls {
     ca: Arc<CertificateAuthority>,
-    identity: SpiffeId,
-    ips: Vec<IpAddr>,
-    lifetime: Duration,
-    current: RwLock<Current>,
+    cert: Arc<ServingCert>,
 }
 
 impl ControlTls {
@@ -88,49 +78,40 @@ impl ControlTls {
     ) -> Result<Self, TlsSetupError> {
         let identity = control_identity(ca.trust_domain()).map_err(CaError::TrustDomain)?;
         let ips = if bound.ip().is_unspecified() { Vec::new() } else { vec![bound.ip()] };
-        let current = issue(&ca, &identity, &ips, lifetime)?;
-        Ok(Self { ca, identity, ips, lifetime, current: RwLock::new(current) })
+        let names = CONTROL_DNS_NAMES.map(String::from).to_vec();
+        let cert = ServingCert::new(ca.clone(), identity, names, ips, lifetime, "the control plane")?;
+        Ok(Self { ca, cert: Arc::new(cert) })
     }
 
     /// The control plane's SPIFFE ID.
     pub fn identity(&self) -> &SpiffeId {
-        &self.identity
+        &self.cert.identity
     }
 
     /// The certificate being served.
     pub fn certificate(&self) -> CertInfo {
-        self.current.read().unwrap_or_else(PoisonError::into_inner).info.clone()
+        self.cert.current().info.clone()
     }
 
     /// When the current certificate is due for renewal (70 % of its life).
     pub fn renew_at(&self) -> SystemTime {
-        self.current.read().unwrap_or_else(PoisonError::into_inner).renew_at
+        self.cert.renew_at()
+    }
+
+    /// The current certificate and key, for the control plane's own client connections
+    /// (tap: dialling proxies as the control plane).
+    pub fn certified_key(&self) -> Arc<CertifiedKey> {
+        self.cert.current().key.clone()
     }
 
     /// Issues a fresh certificate; new handshakes use it at once.
     pub fn renew(&self) -> Result<(), TlsSetupError> {
-        let next = issue(&self.ca, &self.identity, &self.ips, self.lifetime)?;
-        tracing::info!(serial = %next.info.serial, not_after = next.info.not_after, "renewed the control plane's certificate");
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = next;
-        Ok(())
+        Ok(self.cert.renew()?)
     }
 
     /// Renews at 70 % of each certificate's life (retrying every 30 s on failure) until `stop`.
-    pub async fn renew_until(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        loop {
-            let wait = self.renew_at().duration_since(SystemTime::now()).unwrap_or_default();
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                _ = stop.wait_for(|s| *s) => return,
-            }
-            while let Err(e) = self.renew() {
-                tracing::error!(error = %e, "renewing the control plane's certificate failed; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(RENEW_RETRY) => {}
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-            }
-        }
+    pub async fn renew_until(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        self.cert.clone().renew_until(stop).await;
     }
 
     /// The xDS port's rustls config: this certificate (rotating), client certificates optional
@@ -147,19 +128,128 @@ impl ControlTls {
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)
-            .with_cert_resolver(Arc::new(Resolver(self.clone())));
+            .with_cert_resolver(self.cert.clone());
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Arc::new(config))
     }
 }
 
+/// Why a serving certificate could not be issued.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum IssueError {
+    /// The CA could not issue it.
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    /// rustls refused its key or it is unreadable.
+    #[error(transparent)]
+    Rustls(#[from] rustls::Error),
+}
+
+impl From<IssueError> for TlsSetupError {
+    fn from(e: IssueError) -> Self {
+        match e {
+            IssueError::Ca(e) => Self::Ca(e),
+            IssueError::Rustls(e) => Self::Rustls(e),
+        }
+    }
+}
+
+/// A serving certificate from the mesh CA (for a SPIFFE ID, DNS names and IPs), renewed at 70 %
+/// of its life. As a rustls [`ResolvesServerCert`] it hands every handshake the current one, so
+/// a renewal needs no restart. The xDS port ([`ControlTls`]) and the injection webhook each
+/// serve one.
+#[derive(Debug)]
+pub(crate) struct ServingCert {
+    ca: Arc<CertificateAuthority>,
+    identity: SpiffeId,
+    dns_names: Vec<String>,
+    ips: Vec<IpAddr>,
+    lifetime: Duration,
+    /// Whose certificate it is, for logs ("the control plane").
+    owner: &'static str,
+    current: RwLock<Arc<Current>>,
+}
+
+/// The certificate in use, swapped on renewal.
+#[derive(Debug)]
+pub(crate) struct Current {
+    pub(crate) key: Arc<CertifiedKey>,
+    pub(crate) info: CertInfo,
+    pub(crate) not_after: SystemTime,
+    pub(crate) renew_at: SystemTime,
+}
+
+impl ServingCert {
+    /// Issues the first certificate, valid for `lifetime` (capped at the CA's expiry).
+    pub(crate) fn new(
+        ca: Arc<CertificateAuthority>,
+        identity: SpiffeId,
+        dns_names: Vec<String>,
+        ips: Vec<IpAddr>,
+        lifetime: Duration,
+        owner: &'static str,
+    ) -> Result<Self, IssueError> {
+        let current = issue(&ca, &identity, &dns_names, &ips, lifetime)?;
+        Ok(Self { ca, identity, dns_names, ips, lifetime, owner, current: RwLock::new(Arc::new(current)) })
+    }
+
+    /// The certificate being served.
+    pub(crate) fn current(&self) -> Arc<Current> {
+        self.current.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// When the current certificate is due for renewal.
+    pub(crate) fn renew_at(&self) -> SystemTime {
+        self.current().renew_at
+    }
+
+    /// Issues a fresh certificate; new handshakes use it at once.
+    pub(crate) fn renew(&self) -> Result<(), IssueError> {
+        let next = issue(&self.ca, &self.identity, &self.dns_names, &self.ips, self.lifetime)?;
+        tracing::info!(
+            serial = %next.info.serial,
+            not_after = next.info.not_after,
+            "renewed {}'s certificate",
+            self.owner
+        );
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+        Ok(())
+    }
+
+    /// Renews at 70 % of each certificate's life (retrying every 30 s on failure) until `stop`.
+    pub(crate) async fn renew_until(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        /// Sleeps for `wait`; false if `stop` comes first.
+        async fn sleep(wait: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => true,
+                _ = stop.wait_for(|s| *s) => false,
+            }
+        }
+        loop {
+            let wait = self.renew_at().duration_since(SystemTime::now()).unwrap_or_default();
+            if !sleep(wait, &mut stop).await {
+                return;
+            }
+            while let Err(e) = self.renew() {
+                tracing::error!(error = %e, "renewing {}'s certificate failed; retrying", self.owner);
+                if !sleep(RENEW_RETRY, &mut stop).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Issues a certificate for `identity`, `dns_names` and `ips` from `ca`, as rustls serves it.
 fn issue(
     ca: &CertificateAuthority,
     identity: &SpiffeId,
+    dns_names: &[String],
     ips: &[IpAddr],
     lifetime: Duration,
-) -> Result<Current, TlsSetupError> {
-    let (issued, key) = ca.issue_server_cert(identity, &CONTROL_DNS_NAMES, ips, lifetime)?;
+) -> Result<Current, IssueError> {
+    let names: Vec<&str> = dns_names.iter().map(String::as_str).collect();
+    let (issued, key) = ca.issue_server_cert(identity, &names, ips, lifetime)?;
     let info = CertInfo::from_der(&issued.leaf_der)
         .map_err(|e| rustls::Error::General(format!("issued an unreadable certificate: {e}")))?;
     let mut chain = vec![CertificateDer::from(issued.leaf_der)];
@@ -170,17 +260,14 @@ fn issue(
     Ok(Current {
         key: Arc::new(CertifiedKey::new(chain, signing_key)),
         info,
+        not_after: issued.not_after,
         renew_at: issued.not_before + life.mul_f64(0.7),
     })
 }
 
-/// Hands rustls the current certificate for every handshake.
-#[derive(Debug)]
-struct Resolver(Arc<ControlTls>);
-
-impl ResolvesServerCert for Resolver {
+impl ResolvesServerCert for ServingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.current.read().unwrap_or_else(PoisonError::into_inner).key.clone())
+        Some(self.current().key.clone())
     }
 }
 
@@ -192,8 +279,25 @@ pub fn accept_tls(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     ledger: Arc<Ledger>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> ReceiverStream<Result<TlsStream<TcpStream>, io::Error>> {
+    let refused = move || ledger.refused(Refusal::TlsHandshake);
+    ReceiverStream::new(spawn_tls_accept(listener, config, stop, "the xDS port", refused, |tls, _| Ok(tls)))
+}
+
+/// Accepts TCP connections on `listener` (`port` names it in logs) and completes their TLS
+/// handshakes concurrently, each within 10 s, sending every established stream as `wrap` makes
+/// it of the stream and the peer's address. A failed accept (out of file descriptors and the
+/// like) backs off and goes on; a failed or slow handshake is logged and reported to
+/// `refused`, never fatal. The loop ends at `stop` or when the receiver is dropped.
+pub(crate) fn spawn_tls_accept<T: Send + 'static>(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    mut stop: watch::Receiver<bool>,
+    port: &'static str,
+    refused: impl Fn() + Clone + Send + 'static,
+    wrap: fn(TlsStream<TcpStream>, SocketAddr) -> T,
+) -> mpsc::Receiver<T> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
     tokio::spawn(async move {
@@ -207,7 +311,7 @@ pub fn accept_tls(
                 Ok(conn) => conn,
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %e, "accepting an xDS connection failed");
+                    tracing::warn!(error = %e, "accepting a connection on {port} failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -215,25 +319,25 @@ pub fn accept_tls(
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
-            let ledger = ledger.clone();
+            let refused = refused.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(tls)).await;
+                        let _ = tx.send(wrap(tls, peer)).await;
                     }
                     Ok(Err(e)) => {
-                        ledger.refused(Refusal::TlsHandshake);
-                        tracing::warn!(%peer, error = %e, "TLS handshake on the xDS port failed");
+                        refused();
+                        tracing::warn!(%peer, error = %e, "TLS handshake on {port} failed");
                     }
                     Err(_) => {
-                        ledger.refused(Refusal::TlsHandshake);
-                        tracing::warn!(%peer, "TLS handshake on the xDS port timed out");
+                        refused();
+                        tracing::warn!(%peer, "TLS handshake on {port} timed out");
                     }
                 }
             });
         }
     });
-    ReceiverStream::new(rx)
+    rx
 }
 
 #[cfg(test)]
@@ -263,8 +367,8 @@ mod tests {
 
         // An unspecified bind address adds no IP SAN.
         let any = ControlTls::new(ca, "0.0.0.0:8086".parse().unwrap(), Duration::from_secs(600)).unwrap();
-        assert!(any.ips.is_empty());
-        assert_eq!(tls.ips, vec![bound.ip()]);
+        assert!(any.cert.ips.is_empty());
+        assert_eq!(tls.cert.ips, vec![bound.ip()]);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Json;
@@ -23,23 +23,16 @@ use kube::core::DynamicObject;
 use kube::core::admission::AdmissionReview;
 use kube::{Api, Client};
 use rustls::ServerConfig;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::InjectConfig;
+use crate::identity::tls::{IssueError, ServingCert, spawn_tls_accept};
 use crate::identity::{CaError, CertificateAuthority, control_identity};
 use crate::install::{NAMESPACE, WEBHOOK_NAME, WEBHOOK_SERVICE};
 
-/// How long the API server may take to finish a handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Retry delay after a failed renewal.
-const RENEW_RETRY: Duration = Duration::from_secs(30);
 /// Lifetime of the webhook's certificate.
 pub const CERT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
@@ -70,6 +63,15 @@ pub enum WebhookError {
     },
 }
 
+impl From<IssueError> for WebhookError {
+    fn from(e: IssueError) -> Self {
+        match e {
+            IssueError::Ca(e) => Self::Ca(e),
+            IssueError::Rustls(e) => Self::Tls(e),
+        }
+    }
+}
+
 /// The DNS names the API server may use for the webhook Service.
 pub fn dns_names() -> [String; 3] {
     [
@@ -79,38 +81,31 @@ pub fn dns_names() -> [String; 3] {
     ]
 }
 
-/// The webhook's serving certificate in use.
-#[derive(Debug)]
-struct Current {
-    key: Arc<CertifiedKey>,
-    not_after: SystemTime,
-    renew_at: SystemTime,
-}
-
 /// The webhook's TLS identity: a certificate from the mesh CA for the webhook Service's names,
 /// swapped on renewal without restarting the server.
 #[derive(Debug)]
 pub struct WebhookTls {
     ca: Arc<CertificateAuthority>,
-    lifetime: Duration,
-    current: RwLock<Current>,
+    cert: Arc<ServingCert>,
 }
 
 impl WebhookTls {
     /// Issues the first certificate, valid for `lifetime` (capped at the CA's expiry).
     pub fn new(ca: Arc<CertificateAuthority>, lifetime: Duration) -> Result<Self, WebhookError> {
-        let current = issue(&ca, lifetime)?;
-        Ok(Self { ca, lifetime, current: RwLock::new(current) })
+        let identity = control_identity(ca.trust_domain()).map_err(CaError::TrustDomain)?;
+        let names = dns_names().to_vec();
+        let cert = ServingCert::new(ca.clone(), identity, names, Vec::new(), lifetime, "the webhook")?;
+        Ok(Self { ca, cert: Arc::new(cert) })
     }
 
     /// When the served certificate expires.
     pub fn not_after(&self) -> SystemTime {
-        self.current.read().unwrap_or_else(PoisonError::into_inner).not_after
+        self.cert.current().not_after
     }
 
     /// When it is due for renewal (70 % of its life).
     pub fn renew_at(&self) -> SystemTime {
-        self.current.read().unwrap_or_else(PoisonError::into_inner).renew_at
+        self.cert.renew_at()
     }
 
     /// The CA root (PEM) that verifies the certificate: what `caBundle` must hold.
@@ -120,28 +115,12 @@ impl WebhookTls {
 
     /// Issues a new certificate; new handshakes use it at once.
     pub fn renew(&self) -> Result<(), WebhookError> {
-        let next = issue(&self.ca, self.lifetime)?;
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = next;
-        tracing::info!("renewed the webhook's certificate");
-        Ok(())
+        Ok(self.cert.renew()?)
     }
 
     /// Renews at 70 % of each certificate's life (retrying every 30 s on failure) until `stop`.
-    pub async fn renew_until(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        loop {
-            let wait = self.renew_at().duration_since(SystemTime::now()).unwrap_or_default();
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                _ = stop.wait_for(|s| *s) => return,
-            }
-            while let Err(e) = self.renew() {
-                tracing::error!(error = %e, "renewing the webhook's certificate failed; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(RENEW_RETRY) => {}
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-            }
-        }
+    pub async fn renew_until(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        self.cert.clone().renew_until(stop).await;
     }
 
     /// The rustls config: this certificate (rotating), HTTP/1.1, no client certificate (the API
@@ -151,35 +130,9 @@ impl WebhookTls {
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
-            .with_cert_resolver(Arc::new(Resolver(self.clone())));
+            .with_cert_resolver(self.cert.clone());
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(config))
-    }
-}
-
-fn issue(ca: &CertificateAuthority, lifetime: Duration) -> Result<Current, WebhookError> {
-    let identity = control_identity(ca.trust_domain()).map_err(CaError::TrustDomain)?;
-    let names = dns_names();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let (issued, key) = ca.issue_server_cert(&identity, &names, &[], lifetime)?;
-    let mut chain = vec![CertificateDer::from(issued.leaf_der)];
-    chain.extend(issued.chain.into_iter().map(CertificateDer::from));
-    let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let signing_key = rustls::crypto::ring::default_provider().key_provider.load_private_key(key_der)?;
-    let life = issued.not_after.duration_since(issued.not_before).unwrap_or_default();
-    Ok(Current {
-        key: Arc::new(CertifiedKey::new(chain, signing_key)),
-        not_after: issued.not_after,
-        renew_at: issued.not_before + life.mul_f64(0.7),
-    })
-}
-
-#[derive(Debug)]
-struct Resolver(Arc<WebhookTls>);
-
-impl ResolvesServerCert for Resolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.current.read().unwrap_or_else(PoisonError::into_inner).key.clone())
     }
 }
 
@@ -254,39 +207,11 @@ impl TlsListener {
     fn new(
         listener: TcpListener,
         config: Arc<ServerConfig>,
-        mut stop: watch::Receiver<bool>,
+        stop: watch::Receiver<bool>,
     ) -> io::Result<Self> {
         let local = listener.local_addr()?;
-        let (tx, accepted) = mpsc::channel(64);
-        let acceptor = TlsAcceptor::from(config);
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    r = listener.accept() => r,
-                    () = tx.closed() => return,
-                    _ = stop.wait_for(|s| *s) => return,
-                };
-                let (tcp, peer) = match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accepting a webhook connection failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let acceptor = acceptor.clone();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
-                        }
-                        Ok(Err(e)) => tracing::warn!(%peer, error = %e, "webhook TLS handshake failed"),
-                        Err(_) => tracing::warn!(%peer, "webhook TLS handshake timed out"),
-                    }
-                });
-            }
-        });
+        let accepted =
+            spawn_tls_accept(listener, config, stop, "the webhook port", || (), |tls, peer| (tls, peer));
         Ok(Self { local, accepted })
     }
 }

@@ -13,6 +13,7 @@ mod watch;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::assemble::SplitOrder;
 use super::manifest::{self, ManifestError, Object, Outcome};
 use crate::model::{Key, Kind, MeshState};
 
@@ -78,8 +79,7 @@ pub struct ManifestDir {
     /// Where refused objects whose kind and key could be read were found in the last load.
     refused_at: BTreeMap<(Kind, Key), Location>,
     /// TrafficSplit first-seen sequence numbers, kept across loads.
-    split_seq: BTreeMap<Key, u64>,
-    next_seq: u64,
+    split_order: SplitOrder,
     /// The files as the last load read them.
     last_scan: Option<Scan>,
     /// What the last load produced.
@@ -105,8 +105,7 @@ impl ManifestDir {
             root: root.into(),
             objects: BTreeMap::new(),
             refused_at: BTreeMap::new(),
-            split_seq: BTreeMap::new(),
-            next_seq: 0,
+            split_order: SplitOrder::default(),
             last_scan: None,
             last_state: MeshState::default(),
             last_errors: Vec::new(),
@@ -239,51 +238,15 @@ impl ManifestDir {
         LoadReport { state, errors, changed }
     }
 
-    /// Builds the state, numbering TrafficSplits the first time each is seen.
+    /// Builds the state, numbering TrafficSplits the first time each is seen (new ones in
+    /// file order).
     fn state_of(&mut self, objects: &BTreeMap<(Kind, Key), Entry>) -> MeshState {
-        let mut state = MeshState::default();
-        for entry in objects.values() {
-            match entry.object.clone() {
-                Object::Namespace(o) => {
-                    state.namespaces.insert(o.name.clone(), o);
-                }
-                Object::Service(o) => {
-                    state.services.insert(o.key.clone(), o);
-                }
-                Object::Pod(o) => {
-                    state.pods.insert(o.key.clone(), o);
-                }
-                Object::EndpointSlice(o) => {
-                    state.endpoint_slices.insert(o.key.clone(), o);
-                }
-                Object::TrafficSplit(o) => {
-                    state.traffic_splits.insert(o.key.clone(), o);
-                }
-                Object::HttpRouteGroup(o) => {
-                    state.http_route_groups.insert(o.key.clone(), o);
-                }
-                Object::TcpRoute(o) => {
-                    state.tcp_routes.insert(o.key.clone(), o);
-                }
-                Object::TrafficTarget(o) => {
-                    state.traffic_targets.insert(o.key.clone(), o);
-                }
-            }
-        }
-        self.split_seq.retain(|key, _| state.traffic_splits.contains_key(key));
-        // Splits new in this load are numbered in file order.
-        let mut new: Vec<&Entry> = objects
-            .iter()
-            .filter(|((kind, key), _)| *kind == Kind::TrafficSplit && !self.split_seq.contains_key(key))
-            .map(|(_, entry)| entry)
-            .collect();
-        new.sort_by(|a, b| (&a.origin.path, a.origin.doc_index).cmp(&(&b.origin.path, b.origin.doc_index)));
-        for entry in new {
-            self.split_seq.insert(entry.object.key(), self.next_seq);
-            self.next_seq += 1;
-        }
-        state.split_first_seen = self.split_seq.clone();
-        state
+        let origin = |key: &Key| {
+            objects
+                .get(&(Kind::TrafficSplit, key.clone()))
+                .map(|entry| (entry.origin.path.clone(), entry.origin.doc_index))
+        };
+        self.split_order.state_of(objects.values().map(|entry| entry.object.clone()), origin)
     }
 }
 

@@ -10,6 +10,7 @@
 //! A refused object never costs the mesh its last valid version: the directory keeps
 //! serving it and reports the error.
 
+mod assemble;
 pub mod dir;
 pub mod kube;
 pub mod manifest;

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::identity::{SpiffeId, control_identity, format_duration, token_for};
 use crate::model::Key;
-use crate::server::{self, ControlConfig, IdentityConfig};
+use crate::server::{self, ControlConfig, IdentityConfig, SourceConfig};
 use crate::source::ManifestDir;
 use crate::translate::MeshOptions;
 
@@ -322,7 +322,7 @@ pub async fn run(config: UpConfig) -> Result<Outcome, UpError> {
         None => "mTLS off (--insecure-plaintext)".to_owned(),
     };
     let control = server::start(ControlConfig {
-        manifests: config.manifests.clone(),
+        source: SourceConfig::Manifests(config.manifests.clone()),
         xds_addr: config.xds_addr,
         admin_addr: config.admin_addr,
         reload_interval: Duration::from_millis(250),

@@ -23,6 +23,10 @@ use super::route::{IndexedTable, RequestView};
 use super::runtime::{Runtime, Shared};
 use super::upstream;
 use crate::config::Action;
+use crate::metrics::Direction;
+use crate::tap::{Ends, RequestHead, Served, Tapped};
+use hyper::body::Body as _;
+use weft_xds_protos::tap::Peer;
 
 /// How long a draining connection may finish its requests before it is closed.
 pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -113,12 +117,52 @@ async fn handle(conn: &HttpConn, req: Request<Incoming>) -> Response<ResponseBod
     let metrics =
         conn.shared.metrics.http_peer(conn.chain.direction, authority(&req), conn.downstream.tls, peer);
     metrics.request();
+    // One atomic load when no one taps.
+    let mut tapped = if conn.shared.tap.is_active() { tap_begin(conn, &req) } else { None };
     let response = match authorize(conn, req) {
-        Ok(req) => route(conn, &runtime, req).await,
+        Ok(req) => route(conn, &runtime, req, tapped.as_mut().map(|t| &mut t.served)).await,
         Err(denied) => *denied,
     };
     metrics.response(response.status().as_u16(), start.elapsed());
+    if let Some(tapped) = tapped {
+        tapped.finish(response.status().as_u16(), response.body().size_hint().exact().unwrap_or(0));
+    }
     response
+}
+
+/// Starts tapping `req` if a session wants it (only called while someone taps).
+fn tap_begin(conn: &HttpConn, req: &Request<Incoming>) -> Option<Tapped> {
+    let downstream = &conn.downstream;
+    let own = Peer {
+        address: downstream.local.map(|a| a.to_string()).unwrap_or_default(),
+        identity: conn.shared.tls.identity(),
+    };
+    let client = Peer {
+        address: downstream.remote.map(|a| a.to_string()).unwrap_or_default(),
+        identity: downstream.peer.as_deref().unwrap_or("").to_owned(),
+    };
+    let (source, destination) = match conn.chain.direction {
+        Direction::Inbound => (client, own),
+        // The app is the source; the destination is known once an endpoint is picked.
+        Direction::Outbound => (
+            Peer { address: client.address, identity: own.identity },
+            Peer { address: String::new(), identity: String::new() },
+        ),
+    };
+    let head = RequestHead {
+        authority: authority(req),
+        method: req.method().as_str(),
+        path: req.uri().path(),
+        destination_identity: &destination.identity,
+    };
+    let request_bytes = req.body().size_hint().exact().unwrap_or(0);
+    let ends = Ends {
+        direction: conn.chain.direction,
+        source,
+        destination: destination.clone(),
+        tls: downstream.tls,
+    };
+    conn.shared.tap.begin(ends, &head, request_bytes)
 }
 
 /// The chain's HTTP RBAC: the request goes on, or the 403 to answer.
@@ -148,7 +192,12 @@ fn authority(req: &Request<Incoming>) -> &str {
     }
 }
 
-async fn route(conn: &HttpConn, runtime: &Runtime, req: Request<Incoming>) -> Response<ResponseBody> {
+async fn route(
+    conn: &HttpConn,
+    runtime: &Runtime,
+    req: Request<Incoming>,
+    served: Option<&mut Served>,
+) -> Response<ResponseBody> {
     let ChainKindCtx::Http(routes) = &conn.chain.kind else {
         return local_reply(StatusCode::INTERNAL_SERVER_ERROR, "not an HTTP chain");
     };
@@ -167,12 +216,16 @@ async fn route(conn: &HttpConn, runtime: &Runtime, req: Request<Incoming>) -> Re
     let Some(route) = table.and_then(|t| t.route(&view)) else {
         return local_reply(StatusCode::NOT_FOUND, "");
     };
+    let mut served = served;
+    if let Some(served) = served.as_deref_mut() {
+        served.route.clone_from(&route.name);
+    }
     match &route.action {
         Action::Direct { status, body } => {
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             reply(status, body.clone())
         }
-        Action::Forward(forward) => upstream::forward(runtime, &conn.shared.tls, forward, req).await,
+        Action::Forward(forward) => upstream::forward(runtime, &conn.shared.tls, forward, req, served).await,
     }
 }
 

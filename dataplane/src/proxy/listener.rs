@@ -93,6 +93,10 @@ pub(crate) struct Downstream {
     pub(crate) peer: Option<Arc<str>>,
     /// The destination port for RBAC.
     pub(crate) port: u16,
+    /// The peer's address (for tap).
+    pub(crate) remote: Option<SocketAddr>,
+    /// The (original) destination address (for tap).
+    pub(crate) local: Option<SocketAddr>,
 }
 
 impl ChainCtx {
@@ -437,6 +441,7 @@ async fn serve(
     drain: watch::Receiver<bool>,
 ) {
     let destination = destination(&stream, chains.spec.original_dst);
+    let remote = stream.peer_addr().ok();
     let (seen, prefix) = if chains.inspect {
         match inspect(&mut stream).await {
             Ok(inspected) => inspected,
@@ -464,7 +469,7 @@ async fn serve(
     let io = Counted::new(Rewind::new(prefix, stream), metrics);
     let port = chain.port.or(destination.map(|d| d.port())).unwrap_or(0);
     let Some(tls) = &chain.tls else {
-        let downstream = Downstream { tls: false, peer: None, port };
+        let downstream = Downstream { tls: false, peer: None, port, remote, local: destination };
         return serve_chain(shared, chain, io, downstream, false, drain).await;
     };
     let config = match shared.tls.server(tls) {
@@ -497,7 +502,7 @@ async fn serve(
         },
     };
     let h2 = session.alpn_protocol() == Some(b"h2".as_slice());
-    let downstream = Downstream { tls: true, peer, port };
+    let downstream = Downstream { tls: true, peer, port, remote, local: destination };
     serve_chain(shared, chain, stream, downstream, h2, drain).await;
 }
 

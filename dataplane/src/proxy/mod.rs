@@ -28,6 +28,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::tap::Tap;
 use crate::tls::Credentials;
 
 mod authz;
@@ -54,12 +55,23 @@ mod upstream;
 /// the value current at that moment, so a rotation reaches new connections
 /// while established ones go on.
 pub async fn run(
+    config: watch::Receiver<Arc<Config>>,
+    credentials: watch::Receiver<Option<Arc<Credentials>>>,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+) {
+    run_with_tap(config, credentials, metrics, Tap::new(), shutdown).await;
+}
+
+/// [`run`], with requests observable through `tap`.
+pub async fn run_with_tap(
     mut config: watch::Receiver<Arc<Config>>,
     credentials: watch::Receiver<Option<Arc<Credentials>>>,
     metrics: Arc<Metrics>,
+    tap: Arc<Tap>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let shared = Arc::new(runtime::Shared::new(metrics, credentials));
+    let shared = Arc::new(runtime::Shared::new(metrics, credentials, tap));
     let mut listeners = listener::Listeners::new(Arc::clone(&shared));
     let mut config_open = true;
     loop {

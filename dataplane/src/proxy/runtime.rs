@@ -15,6 +15,7 @@ use super::route::IndexedTable;
 use super::tls::{CredentialsRx, TlsContexts};
 use crate::config::{Config, Discovery};
 use crate::metrics::Metrics;
+use crate::tap::Tap;
 
 /// A config generation with its derived state.
 #[derive(Debug, Default)]
@@ -68,11 +69,13 @@ pub(crate) struct Shared {
     pub(crate) h2: auto::Builder<TokioExecutor>,
     /// rustls configs from the workload's current credentials.
     pub(crate) tls: TlsContexts,
+    /// Tap sessions.
+    pub(crate) tap: Arc<Tap>,
 }
 
 impl Shared {
     /// Shared state with an empty config, following `credentials`.
-    pub(crate) fn new(metrics: Arc<Metrics>, credentials: CredentialsRx) -> Shared {
+    pub(crate) fn new(metrics: Arc<Metrics>, credentials: CredentialsRx, tap: Arc<Tap>) -> Shared {
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1().timer(TokioTimer::new()).keep_alive(true);
         http.http2().timer(TokioTimer::new());
@@ -83,6 +86,7 @@ impl Shared {
             http,
             h2,
             tls: TlsContexts::new(credentials),
+            tap,
         }
     }
 }

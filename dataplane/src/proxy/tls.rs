@@ -136,6 +136,11 @@ impl TlsContexts {
         Ok(generation)
     }
 
+    /// The workload's SPIFFE ID, if it holds a certificate (for tap events).
+    pub(crate) fn identity(&self) -> String {
+        self.credentials.borrow().as_ref().map(|c| c.identity().to_string()).unwrap_or_default()
+    }
+
     /// The server config of a chain that terminates TLS.
     pub(crate) fn server(&self, tls: &DownstreamTls) -> Result<Arc<ServerConfig>, Unavailable> {
         let generation = self.current()?;

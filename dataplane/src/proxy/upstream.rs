@@ -11,7 +11,7 @@ use hyper::body::{Body, Incoming};
 
 use super::balancer::Tried;
 use super::body::{RequestBody, ResponseBody};
-use super::cluster::{ClusterState, Lease, Limit, Permit};
+use super::cluster::{ClusterState, Lease, Limit, Permit, Transport};
 use super::http::{local_reply, overloaded};
 use super::pool::{Dial, Protocol, SendError};
 use super::retry::{self, MAX_BUFFERED_BODY, Outcome};
@@ -19,6 +19,7 @@ use super::route;
 use super::runtime::Runtime;
 use super::tls::TlsContexts;
 use crate::config::{Forward, RetryPolicy, UpstreamProtocol};
+use crate::tap::Served;
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -33,10 +34,14 @@ pub(crate) async fn forward(
     tls: &TlsContexts,
     forward: &Forward,
     req: Request<Incoming>,
+    mut served: Option<&mut Served>,
 ) -> Response<ResponseBody> {
     let Some(picked) = route::pick_cluster(&forward.clusters) else {
         return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
     };
+    if let Some(served) = served.as_deref_mut() {
+        served.cluster.clone_from(&picked.name);
+    }
     let Some(cluster) = runtime.clusters.get(picked.name.as_str()) else {
         return local_reply(StatusCode::SERVICE_UNAVAILABLE, "cluster not found");
     };
@@ -57,7 +62,7 @@ pub(crate) async fn forward(
     if upstream_form(&mut parts, protocol).is_none() {
         return local_reply(StatusCode::BAD_REQUEST, "missing or invalid authority");
     }
-    let exchange = exchange(cluster, tls, parts, body, forward.retry.as_ref(), protocol, permit);
+    let exchange = exchange(cluster, tls, parts, body, forward.retry.as_ref(), protocol, permit, served);
     match forward.timeout.filter(|t| !t.is_zero()) {
         Some(timeout) => tokio::time::timeout(timeout, exchange)
             .await
@@ -68,6 +73,7 @@ pub(crate) async fn forward(
 
 /// Tries the request once, or, with a retry policy and a small body, as many
 /// times as the policy allows.
+#[expect(clippy::too_many_arguments, reason = "the request's parts and what it may use, passed once")]
 async fn exchange(
     cluster: &ClusterState,
     tls: &TlsContexts,
@@ -76,12 +82,23 @@ async fn exchange(
     policy: Option<&RetryPolicy>,
     protocol: Protocol,
     permit: Permit,
+    mut served: Option<&mut Served>,
 ) -> Response<ResponseBody> {
     let per_try = policy.and_then(|p| p.per_try_timeout).filter(|t| !t.is_zero());
     let small = body.size_hint().upper().is_some_and(|n| n <= MAX_BUFFERED_BODY);
     let Some(policy) = policy.filter(|p| p.num_retries > 0 && small) else {
         let req = Request::from_parts(parts, RequestBody::Streaming(body));
-        return match attempt(cluster, tls, req, protocol, &mut Tried::default(), per_try).await {
+        return match attempt(
+            cluster,
+            tls,
+            req,
+            protocol,
+            &mut Tried::default(),
+            per_try,
+            served.as_deref_mut(),
+        )
+        .await
+        {
             Ok((response, lease)) => respond(response, lease, permit),
             Err(outcome) => failure_reply(outcome),
         };
@@ -101,7 +118,7 @@ async fn exchange(
     loop {
         let last = retry == policy.num_retries;
         let req = rebuild(&parts, RequestBody::buffered(data.clone(), trailers.clone()));
-        match attempt(cluster, tls, req, protocol, &mut tried, per_try).await {
+        match attempt(cluster, tls, req, protocol, &mut tried, per_try, served.as_deref_mut()).await {
             Ok((response, lease))
                 if last || !retry::should_retry(policy, Outcome::Status(response.status())) =>
             {
@@ -124,9 +141,20 @@ async fn attempt(
     protocol: Protocol,
     tried: &mut Tried,
     per_try: Option<Duration>,
+    served: Option<&mut Served>,
 ) -> Result<(Response<Incoming>, Lease), Outcome> {
     let in_flight = cluster.pick(tried).ok_or(Outcome::ConnectFailure)?;
     let endpoint = in_flight.endpoint();
+    if let Some(served) = served {
+        served.upstream = Some(endpoint.addr);
+        served.upstream_tls = matches!(endpoint.transport, Transport::Tls(_));
+        served.upstream_identity = match &endpoint.transport {
+            Transport::Tls(target) => {
+                target.allowed.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+            }
+            _ => String::new(),
+        };
+    }
     let dial = Dial {
         addr: endpoint.addr,
         transport: &endpoint.transport,

@@ -51,6 +51,26 @@ impl SdsService {
     fn next_stream_id(&self) -> u64 {
         self.streams.fetch_add(1, Ordering::Relaxed) + 1
     }
+
+    /// Opens a stream of kind `S` on `requests`, served in the background (and counted in the
+    /// `streams` gauge while it lasts).
+    fn open<S: SecretStream>(
+        &self,
+        requests: Streaming<S::Request>,
+    ) -> Response<ResponseStream<S::Response>> {
+        let (out, rx) = mpsc::channel(STREAM_BUFFER);
+        let id = self.next_stream_id();
+        let stream =
+            S::new(StreamCore { id, secrets: self.secrets.clone(), metrics: self.metrics.clone(), out });
+        debug!(stream = id, "SDS stream opened ({})", S::KIND);
+        let metrics = self.metrics.clone();
+        metrics.streams.inc();
+        tokio::spawn(async move {
+            run(stream, requests).await;
+            metrics.streams.dec();
+        });
+        Response::new(Box::pin(ReceiverStream::new(rx)))
+    }
 }
 
 /// The type URL of a request, which may be left empty after the first one.
@@ -89,12 +109,62 @@ fn unknown<'a>(set: &SecretSet, names: impl IntoIterator<Item = &'a String>) -> 
     names.into_iter().filter(|n| set.get(n).is_none()).map(String::as_str).collect()
 }
 
-/// One SotW stream: the names asked for and what was last sent.
-struct SotwStream {
+/// What every SDS stream has, whatever its protocol.
+struct StreamCore<R> {
     id: u64,
     secrets: SecretWatch,
     metrics: Arc<SdsMetrics>,
-    out: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    out: mpsc::Sender<Result<R, Status>>,
+}
+
+/// One SDS stream, SotW or Delta: how it answers a request and pushes a change of secrets.
+trait SecretStream: Send + Sized + 'static {
+    /// What the client sends.
+    type Request: Send + 'static;
+    /// What the stream answers.
+    type Response: Send + 'static;
+    /// "SotW" or "Delta", for logs.
+    const KIND: &'static str;
+
+    /// A stream that has seen no request yet.
+    fn new(core: StreamCore<Self::Response>) -> Self;
+    /// Its id, secrets, metrics and response channel.
+    fn core(&mut self) -> &mut StreamCore<Self::Response>;
+    /// Handles a request; an error ends the stream with that status.
+    fn on_request(&mut self, request: Self::Request) -> impl Future<Output = Result<(), Status>> + Send;
+    /// Sends what changed, if anything. False when the stream is gone.
+    fn push(&mut self) -> impl Future<Output = bool> + Send;
+}
+
+/// Serves one stream: each request as it comes, and a push whenever the secrets change, until
+/// the client goes, a request is refused or the secrets' sender is dropped.
+async fn run<S: SecretStream>(mut stream: S, mut requests: Streaming<S::Request>) {
+    loop {
+        tokio::select! {
+            request = requests.message() => match request {
+                Ok(Some(request)) => {
+                    if let Err(status) = stream.on_request(request).await {
+                        let _ = stream.core().out.send(Err(status)).await;
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(status) => {
+                    debug!(stream = stream.core().id, %status, "SDS stream ended ({})", S::KIND);
+                    return;
+                }
+            },
+            changed = stream.core().secrets.changed() => {
+                if changed.is_err() { return; }
+                if !stream.push().await { return; }
+            }
+        }
+    }
+}
+
+/// One SotW stream: the names asked for and what was last sent.
+struct SotwStream {
+    core: StreamCore<DiscoveryResponse>,
     /// `None` until the first request.
     names: Option<BTreeSet<String>>,
     nonce: u64,
@@ -103,37 +173,25 @@ struct SotwStream {
     warned_unknown: BTreeSet<String>,
 }
 
-impl SotwStream {
-    async fn run(mut self, mut requests: Streaming<DiscoveryRequest>) {
-        loop {
-            tokio::select! {
-                request = requests.message() => match request {
-                    Ok(Some(request)) => {
-                        if let Err(status) = self.on_request(request).await {
-                            let _ = self.out.send(Err(status)).await;
-                            return;
-                        }
-                    }
-                    Ok(None) => return,
-                    Err(status) => {
-                        debug!(stream = self.id, %status, "SDS stream ended");
-                        return;
-                    }
-                },
-                changed = self.secrets.changed() => {
-                    if changed.is_err() { return; }
-                    if !self.push().await { return; }
-                }
-            }
-        }
+impl SecretStream for SotwStream {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    const KIND: &'static str = "SotW";
+
+    fn new(core: StreamCore<DiscoveryResponse>) -> Self {
+        Self { core, names: None, nonce: 0, sent: None, warned_unknown: BTreeSet::new() }
+    }
+
+    fn core(&mut self) -> &mut StreamCore<DiscoveryResponse> {
+        &mut self.core
     }
 
     async fn on_request(&mut self, request: DiscoveryRequest) -> Result<(), Status> {
         check_type(&request.type_url)?;
         if let Some(error) = &request.error_detail {
-            self.metrics.nacks.inc();
+            self.core.metrics.nacks.inc();
             warn!(
-                stream = self.id,
+                stream = self.core.id,
                 version = request.version_info,
                 error = error.message,
                 "Envoy rejected secrets (NACK)"
@@ -141,7 +199,7 @@ impl SotwStream {
         }
         if !request.response_nonce.is_empty() && request.response_nonce != self.nonce.to_string() {
             debug!(
-                stream = self.id,
+                stream = self.core.id,
                 nonce = request.response_nonce,
                 "ignoring a request for a stale response"
             );
@@ -156,7 +214,7 @@ impl SotwStream {
     /// these names already. False when the stream is gone.
     async fn push(&mut self) -> bool {
         let Some(names) = self.names.clone() else { return true };
-        let Some(set) = self.secrets.borrow_and_update().clone() else { return true };
+        let Some(set) = self.core.secrets.borrow_and_update().clone() else { return true };
         if self
             .sent
             .as_ref()
@@ -167,24 +225,21 @@ impl SotwStream {
         let wanted = sotw_names(&set, &names);
         for name in unknown(&set, &wanted) {
             if self.warned_unknown.insert(name.to_owned()) {
-                warn!(stream = self.id, name, "Envoy asked for a secret the agent does not have");
+                warn!(stream = self.core.id, name, "Envoy asked for a secret the agent does not have");
             }
         }
         self.nonce += 1;
         let response = sotw_response(&set, &wanted, self.nonce);
-        info!(stream = self.id, version = set.version, names = ?wanted, "sending secrets (SotW)");
+        info!(stream = self.core.id, version = set.version, names = ?wanted, "sending secrets (SotW)");
         self.sent = Some((set.version.clone(), names));
-        self.metrics.responses.inc();
-        self.out.send(Ok(response)).await.is_ok()
+        self.core.metrics.responses.inc();
+        self.core.out.send(Ok(response)).await.is_ok()
     }
 }
 
 /// One Delta stream: subscriptions and the version of each name sent.
 struct DeltaStream {
-    id: u64,
-    secrets: SecretWatch,
-    metrics: Arc<SdsMetrics>,
-    out: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    core: StreamCore<DeltaDiscoveryResponse>,
     started: bool,
     wildcard: bool,
     subscribed: BTreeSet<String>,
@@ -193,37 +248,32 @@ struct DeltaStream {
     nonce: u64,
 }
 
-impl DeltaStream {
-    async fn run(mut self, mut requests: Streaming<DeltaDiscoveryRequest>) {
-        loop {
-            tokio::select! {
-                request = requests.message() => match request {
-                    Ok(Some(request)) => {
-                        if let Err(status) = self.on_request(request).await {
-                            let _ = self.out.send(Err(status)).await;
-                            return;
-                        }
-                    }
-                    Ok(None) => return,
-                    Err(status) => {
-                        debug!(stream = self.id, %status, "SDS delta stream ended");
-                        return;
-                    }
-                },
-                changed = self.secrets.changed() => {
-                    if changed.is_err() { return; }
-                    if !self.push().await { return; }
-                }
-            }
+impl SecretStream for DeltaStream {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    const KIND: &'static str = "Delta";
+
+    fn new(core: StreamCore<DeltaDiscoveryResponse>) -> Self {
+        Self {
+            core,
+            started: false,
+            wildcard: false,
+            subscribed: BTreeSet::new(),
+            known: BTreeMap::new(),
+            nonce: 0,
         }
+    }
+
+    fn core(&mut self) -> &mut StreamCore<DeltaDiscoveryResponse> {
+        &mut self.core
     }
 
     async fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Status> {
         check_type(&request.type_url)?;
         if let Some(error) = &request.error_detail {
-            self.metrics.nacks.inc();
+            self.core.metrics.nacks.inc();
             warn!(
-                stream = self.id,
+                stream = self.core.id,
                 nonce = request.response_nonce,
                 error = error.message,
                 "Envoy rejected secrets (NACK)"
@@ -259,7 +309,7 @@ impl DeltaStream {
         if !self.started {
             return true;
         }
-        let Some(set) = self.secrets.borrow_and_update().clone() else { return true };
+        let Some(set) = self.core.secrets.borrow_and_update().clone() else { return true };
         let mut names: BTreeSet<String> = self.subscribed.clone();
         if self.wildcard {
             names.extend(set.secrets.keys().cloned());
@@ -281,7 +331,10 @@ impl DeltaStream {
                 }
                 None => {
                     if self.known.get(name).is_none_or(|v| !v.is_empty()) {
-                        warn!(stream = self.id, name, "Envoy asked for a secret the agent does not have");
+                        warn!(
+                            stream = self.core.id,
+                            name, "Envoy asked for a secret the agent does not have"
+                        );
                         self.known.insert(name.clone(), String::new());
                         removed.push(name.clone());
                     }
@@ -293,7 +346,7 @@ impl DeltaStream {
         }
         self.nonce += 1;
         info!(
-            stream = self.id,
+            stream = self.core.id,
             version = set.version,
             names = ?resources.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
             "sending secrets (Delta)"
@@ -306,8 +359,8 @@ impl DeltaStream {
             nonce: self.nonce.to_string(),
             ..DeltaDiscoveryResponse::default()
         };
-        self.metrics.responses.inc();
-        self.out.send(Ok(response)).await.is_ok()
+        self.core.metrics.responses.inc();
+        self.core.out.send(Ok(response)).await.is_ok()
     }
 }
 
@@ -320,51 +373,14 @@ impl SecretDiscoveryService for SdsService {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamSecretsStream>, Status> {
-        let (out, rx) = mpsc::channel(STREAM_BUFFER);
-        let stream = SotwStream {
-            id: self.next_stream_id(),
-            secrets: self.secrets.clone(),
-            metrics: self.metrics.clone(),
-            out,
-            names: None,
-            nonce: 0,
-            sent: None,
-            warned_unknown: BTreeSet::new(),
-        };
-        debug!(stream = stream.id, "SDS stream opened (SotW)");
-        let metrics = self.metrics.clone();
-        metrics.streams.inc();
-        tokio::spawn(async move {
-            stream.run(request.into_inner()).await;
-            metrics.streams.dec();
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(self.open::<SotwStream>(request.into_inner()))
     }
 
     async fn delta_secrets(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaSecretsStream>, Status> {
-        let (out, rx) = mpsc::channel(STREAM_BUFFER);
-        let stream = DeltaStream {
-            id: self.next_stream_id(),
-            secrets: self.secrets.clone(),
-            metrics: self.metrics.clone(),
-            out,
-            started: false,
-            wildcard: false,
-            subscribed: BTreeSet::new(),
-            known: BTreeMap::new(),
-            nonce: 0,
-        };
-        debug!(stream = stream.id, "SDS stream opened (Delta)");
-        let metrics = self.metrics.clone();
-        metrics.streams.inc();
-        tokio::spawn(async move {
-            stream.run(request.into_inner()).await;
-            metrics.streams.dec();
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(self.open::<DeltaStream>(request.into_inner()))
     }
 
     async fn fetch_secrets(

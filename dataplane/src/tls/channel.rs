@@ -22,12 +22,9 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use hyper_util::rt::TokioIo;
 use rustls::client::ResolvesClientCert;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::server::ParsedCertificate;
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::sign::CertifiedKey;
-use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
+use rustls::{RootCertStore, SignatureScheme};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsConnector;
@@ -35,8 +32,9 @@ use tokio_rustls::client::TlsStream;
 use tonic::codegen::http::Uri;
 use tonic::transport::{Channel, Endpoint};
 
+use super::SpiffeServerVerifier;
 use super::config::crypto_provider;
-use super::{Credentials, SpiffeId, TlsError, spiffe_id_of};
+use super::{Credentials, SpiffeId, TlsError};
 
 /// The TLS server name sent to the control plane when it is dialled by IP
 /// address (its certificate carries this DNS name).
@@ -132,11 +130,7 @@ impl ControlPlaneTls {
                 let _ = roots.add(anchor.clone());
             }
         }
-        let verifier = ControlPlaneVerifier {
-            roots: Arc::new(roots),
-            expected: self.expected.clone(),
-            algorithms: provider.signature_verification_algorithms,
-        };
+        let verifier = SpiffeServerVerifier::new(Arc::new(roots), vec![self.expected.clone()], &provider);
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .dangerous() // The verifier checks the chain; only the name check is SPIFFE's.
@@ -217,66 +211,6 @@ impl tonic::codegen::Service<Uri> for ControlConnector {
             let stream = TlsConnector::from(config).connect(name, tcp).await?;
             Ok(TokioIo::new(stream))
         })
-    }
-}
-
-/// Verifies the control plane's chain against the anchors, then its SPIFFE ID.
-#[derive(Debug)]
-struct ControlPlaneVerifier {
-    roots: Arc<RootCertStore>,
-    expected: SpiffeId,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for ControlPlaneVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.algorithms.all,
-        )?;
-        let reject =
-            |e: TlsError| rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))));
-        let presented = spiffe_id_of(end_entity).map_err(reject)?;
-        if presented != self.expected {
-            return Err(reject(TlsError::UnexpectedPeer {
-                expected: Box::new(self.expected.clone()),
-                presented: Box::new(presented),
-            }));
-        }
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
     }
 }
 

@@ -72,11 +72,7 @@ pub fn client_config_for(
     alpn: &[Vec<u8>],
 ) -> Result<Arc<ClientConfig>, TlsError> {
     let provider = crypto_provider();
-    let verifier = SpiffeServerVerifier {
-        roots: root_store(creds)?,
-        allowed: allowed.to_vec(),
-        algorithms: provider.signature_verification_algorithms,
-    };
+    let verifier = SpiffeServerVerifier::new(root_store(creds)?, allowed.to_vec(), &provider);
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous() // The custom verifier still verifies the chain; only the name check differs.
@@ -121,13 +117,26 @@ fn list(ids: &[SpiffeId]) -> String {
     ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
-/// Verifies a server's chain against the trust bundle, then its SPIFFE ID
-/// (one of `allowed`; any when `allowed` is empty).
+/// A rustls server-certificate verifier for SPIFFE identities: it verifies
+/// the server's chain against trust anchors, then its SPIFFE ID (one of
+/// `allowed`; any when `allowed` is empty). The server name plays no part.
+///
+/// A refused identity is a [`rustls::Error::InvalidCertificate`] carrying
+/// [`TlsError::UnexpectedPeer`] (one identity allowed) or [`PeerNotAllowed`].
 #[derive(Debug)]
-struct SpiffeServerVerifier {
+pub struct SpiffeServerVerifier {
     roots: Arc<RootCertStore>,
     allowed: Vec<SpiffeId>,
     algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl SpiffeServerVerifier {
+    /// Trusts a server chaining to `roots` whose certificate names one of
+    /// `allowed` (any SPIFFE ID, or none, when `allowed` is empty), checking
+    /// signatures with `provider`'s algorithms.
+    pub fn new(roots: Arc<RootCertStore>, allowed: Vec<SpiffeId>, provider: &CryptoProvider) -> Self {
+        Self { roots, allowed, algorithms: provider.signature_verification_algorithms }
+    }
 }
 
 impl ServerCertVerifier for SpiffeServerVerifier {

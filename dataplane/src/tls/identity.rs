@@ -335,15 +335,7 @@ impl Publish for watch::Sender<Option<Arc<Credentials>>> {
 /// An error and its causes, on one line.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
+    super::push_causes(&mut out, e.source());
     out
 }
 

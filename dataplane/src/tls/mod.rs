@@ -16,7 +16,7 @@ pub mod identity;
 pub mod spiffe;
 
 pub use channel::{ControlPlaneTls, CredentialsWatch, control_endpoint, control_identity};
-pub use config::{client_config, peer_identity, server_config};
+pub use config::{SpiffeServerVerifier, client_config, peer_identity, server_config};
 pub use identity::{Certifier, Credentials, TokenSource, renewal_time};
 pub use spiffe::{SpiffeId, spiffe_id_of};
 
@@ -113,7 +113,13 @@ fn status_text(status: &tonic::Status) -> String {
         out.push_str(": ");
         out.push_str(status.message());
     }
-    let mut source = std::error::Error::source(status);
+    push_causes(&mut out, std::error::Error::source(status));
+    out
+}
+
+/// Appends `: <cause>` to `out` for `source` and each error behind it, but
+/// for those whose text `out` already holds.
+fn push_causes(out: &mut String, mut source: Option<&(dyn std::error::Error + 'static)>) {
     while let Some(cause) = source {
         let text = cause.to_string();
         if !out.contains(&text) {
@@ -122,7 +128,6 @@ fn status_text(status: &tonic::Status) -> String {
         }
         source = cause.source();
     }
-    out
 }
 
 #[cfg(test)]

@@ -128,11 +128,7 @@ impl KubeFront {
 
     /// A kubeconfig file pointing at the front (for the `weft` binary's `--kubeconfig`).
     pub fn kubeconfig(&self) -> String {
-        format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
-             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\nusers:\n- name: fake\n  user: {{}}\n",
-            self.url()
-        )
+        super::kubeconfig_for(&self.url())
     }
 
     /// `/version` answers `major.minor`.

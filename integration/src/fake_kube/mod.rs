@@ -6,7 +6,8 @@
 //!   given (every current object as ADDED without one), BOOKMARKs when
 //!   `allowWatchBookmarks=true`, and, once the history was [`compact`](FakeKube::compact)ed,
 //!   an ERROR event carrying a 410 Status, as the real API server does.
-//! - Create, get, replace (with `resourceVersion` preconditions), JSON merge patch, delete;
+//! - Create, get, replace (with `resourceVersion` preconditions), patch (every patch type is
+//!   applied as a JSON merge patch; a server-side apply creates a missing object), delete;
 //!   `status` subresources; `generation` bumped by spec changes; `managedFields` recording
 //!   the version each write used; CRD versions served as views of one object.
 //! - TokenReview answered from tokens the test [`register_token`](FakeKube::register_token)s.
@@ -89,6 +90,11 @@ impl FakeKube {
     pub fn client(&self) -> anyhow::Result<kube::Client> {
         let config = kube::Config::new(self.url().parse()?);
         Ok(kube::Client::try_from(config)?)
+    }
+
+    /// A kubeconfig pointing at this server (for the `weft` binary's `--kubeconfig`).
+    pub fn kubeconfig(&self) -> String {
+        kubeconfig_for(&self.url())
     }
 
     /// Creates an object of any served `apiVersion` and `kind`, in `metadata.namespace` (or
@@ -265,6 +271,14 @@ impl Drop for FakeKube {
             task.abort();
         }
     }
+}
+
+/// A kubeconfig whose current context talks to `url` (plain HTTP, no credentials).
+pub fn kubeconfig_for(url: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n  cluster:\n    server: {url}\n\
+         contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\nusers:\n- name: fake\n  user: {{}}\n"
+    )
 }
 
 /// The type, version, namespace and name of an object the test passes.

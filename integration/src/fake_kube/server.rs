@@ -170,6 +170,13 @@ fn route(
                 ));
             }
             let patch = parse_body(body)?;
+            // Server-side apply creates what does not exist yet.
+            if content_type.starts_with("application/apply-patch") && st.store.get(ty, v, &ns, name).is_none()
+            {
+                let mut object = patch;
+                object["metadata"]["name"] = json!(name);
+                return st.store.create(ty, v, &ns, object, manager).map(|o| Reply::Json(201, o));
+            }
             st.store
                 .update(ty, v, (&ns, name), target.status, manager, |current| {
                     let mut merged = current.clone();

@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::convert::{self, View};
 use crate::model::{Key, Kind, MeshState};
 use crate::source::LoadReport;
+use crate::source::assemble::SplitOrder;
 use crate::source::manifest::{self, ManifestError, Object, Outcome};
 
 /// What one watched kind holds now: per served version, its objects.
@@ -62,8 +63,7 @@ enum ParsedOutcome {
 pub(super) struct StateBuilder {
     parsed: HashMap<(Kind, Key), Parsed>,
     last_valid: BTreeMap<(Kind, Key), Object>,
-    split_seq: BTreeMap<Key, u64>,
-    next_seq: u64,
+    split_order: SplitOrder,
     last: Option<(MeshState, Vec<ManifestError>)>,
 }
 
@@ -149,45 +149,8 @@ impl StateBuilder {
         objects: BTreeMap<(Kind, Key), Object>,
         created: &BTreeMap<Key, Option<String>>,
     ) -> MeshState {
-        let mut state = MeshState::default();
-        for object in objects.into_values() {
-            match object {
-                Object::Namespace(o) => {
-                    state.namespaces.insert(o.name.clone(), o);
-                }
-                Object::Service(o) => {
-                    state.services.insert(o.key.clone(), o);
-                }
-                Object::Pod(o) => {
-                    state.pods.insert(o.key.clone(), o);
-                }
-                Object::EndpointSlice(o) => {
-                    state.endpoint_slices.insert(o.key.clone(), o);
-                }
-                Object::TrafficSplit(o) => {
-                    state.traffic_splits.insert(o.key.clone(), o);
-                }
-                Object::HttpRouteGroup(o) => {
-                    state.http_route_groups.insert(o.key.clone(), o);
-                }
-                Object::TcpRoute(o) => {
-                    state.tcp_routes.insert(o.key.clone(), o);
-                }
-                Object::TrafficTarget(o) => {
-                    state.traffic_targets.insert(o.key.clone(), o);
-                }
-            }
-        }
-        self.split_seq.retain(|key, _| state.traffic_splits.contains_key(key));
-        let mut new: Vec<&Key> =
-            state.traffic_splits.keys().filter(|k| !self.split_seq.contains_key(*k)).collect();
-        new.sort_by_key(|k| (created.get(*k).cloned().flatten(), *k));
-        for key in new {
-            self.split_seq.insert(key.clone(), self.next_seq);
-            self.next_seq += 1;
-        }
-        state.split_first_seen = self.split_seq.clone();
-        state
+        let creation = |key: &Key| (created.get(key).cloned().flatten(), key.clone());
+        self.split_order.state_of(objects.into_values(), creation)
     }
 }
 
