@@ -18,3 +18,18 @@ pub mod sds;
 pub mod tap;
 pub mod tls;
 pub mod xds;
+
+/// Sets up structured logs on stderr for weft-proxy's binaries: `filter` in tracing's
+/// `EnvFilter` syntax (the `--log` flag), text or JSON lines.
+pub fn init_logs(filter: &str, json: bool) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).with_context(|| format!("--log {filter:?}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    Ok(())
+}

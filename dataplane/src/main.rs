@@ -157,18 +157,6 @@ struct IdentitySetup {
     tls: ControlPlaneTls,
 }
 
-fn init_logs(filter: &str, json: bool) -> anyhow::Result<()> {
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(filter).with_context(|| format!("--log {filter:?}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-    Ok(())
-}
-
 /// `weft-proxy init`: the traffic-redirect step of a Kubernetes pod (an init container with
 /// NET_ADMIN and NET_RAW). It installs iptables rules that send the pod's inbound TCP to the
 /// proxy's inbound port and its outbound TCP to the outbound port, then exits.
@@ -185,7 +173,7 @@ struct InitCommand {
 /// Runs `weft-proxy init` (its flags follow `init`).
 fn init_main() -> ExitCode {
     let cmd = InitCommand::parse_from(std::env::args_os().skip(1));
-    if let Err(e) = init_logs(&cmd.log, false) {
+    if let Err(e) = weft_proxy::init_logs(&cmd.log, false) {
         eprintln!("error: {e:#}");
         return ExitCode::FAILURE;
     }
@@ -212,7 +200,7 @@ fn main() -> ExitCode {
         return init_main();
     }
     let args = Args::parse();
-    if let Err(e) = init_logs(&args.log, args.log_json) {
+    if let Err(e) = weft_proxy::init_logs(&args.log, args.log_json) {
         eprintln!("error: {e:#}");
         return ExitCode::FAILURE;
     }

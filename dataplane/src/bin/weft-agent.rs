@@ -86,21 +86,9 @@ impl Args {
     }
 }
 
-fn init_logs(filter: &str, json: bool) -> anyhow::Result<()> {
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(filter).with_context(|| format!("--log {filter:?}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-    Ok(())
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Err(e) = init_logs(&args.log, args.log_json) {
+    if let Err(e) = weft_proxy::init_logs(&args.log, args.log_json) {
         eprintln!("error: {e:#}");
         return ExitCode::FAILURE;
     }
