@@ -7,6 +7,8 @@
 //! a direct connection, a weft-proxy pair and a stock Envoy pair
 //! (`--concurrency 1`). It prints a Markdown table and writes JSON.
 
+mod controlplane;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -64,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("dataplane") => dataplane(parse(&args[1..])?).await,
+        Some("controlplane") => controlplane::run(&args[1..]).await,
         _ => Err(usage()),
     }
 }
