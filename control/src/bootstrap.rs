@@ -213,6 +213,9 @@ pub fn envoy_bootstrap_with(
         "admin": {
             "address": { "socket_address": { "address": cfg.admin_addr.ip().to_string(), "port_value": cfg.admin_addr.port() } },
         },
+        // Envoy's histograms (latency) reach its admin endpoint at each flush; flushing
+        // every second instead of every 5 s keeps `weft stat` windows close to exact.
+        "stats_flush_interval": "1s",
         "dynamic_resources": {
             "ads_config": {
                 "api_type": api_type,

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod model;
 pub mod server;
 pub mod source;
+pub mod stat;
 pub mod tap;
 pub mod translate;
 pub mod up;

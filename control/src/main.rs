@@ -55,8 +55,12 @@ enum Command {
         admin_addr: SocketAddr,
     },
     /// Watch live requests of a workload's proxies (through the control plane, with the
-    /// operator token): `req` and `rsp` lines with source, destination, identities and tls.
+    /// operator token locally or your Kubernetes token and RBAC in a cluster): `req` and `rsp`
+    /// lines with source, destination, identities and tls.
     Tap(cli::tap::TapArgs),
+    /// Golden metrics (success rate, requests per second, p50/p95/p99 latency) per workload,
+    /// or per backend of a TrafficSplit with its live share, over a window.
+    Stat(cli::stat::StatArgs),
     /// Print an Envoy bootstrap (YAML) that points stock Envoy at the control plane over ADS.
     EnvoyBootstrap {
         /// The proxy's node id, unique in the mesh.
@@ -188,6 +192,10 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Tap(tap) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(cli::tap::tap(&tap))
+        }
+        Command::Stat(stat) => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(cli::stat::stat(&stat))
         }
         Command::Check { local, kube } => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

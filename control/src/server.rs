@@ -354,6 +354,7 @@ pub async fn start(config: ControlConfig) -> Result<RunningControl, ServerError>
 
     // Kubernetes: the injector, the caBundle, the trust bundles and the NACK feed.
     let mut tasks = Vec::new();
+    let kube_tap = source.kube.as_ref().map(|(kube, _)| crate::tap::KubeTap::new(kube.client.clone()));
     let kube = match source.kube.take() {
         Some((kube, runtime)) => Some(Box::new(
             kubernetes::serve(
@@ -376,6 +377,7 @@ pub async fn start(config: ControlConfig) -> Result<RunningControl, ServerError>
         registry: registry.clone(),
         metrics: metrics.clone(),
         client_auth: identity.as_ref().map(|_| ClientAuth { trust_domain: config.mesh.trust_domain.clone() }),
+        push_tracer: config.mesh.tracing.map(|t| xds::PushTracer::spawn(t.collector)),
     };
     let mut stop = shutdown_rx.clone();
     let mut server =
@@ -429,6 +431,7 @@ pub async fn start(config: ControlConfig) -> Result<RunningControl, ServerError>
         source: handle.clone(),
         trust_domain: config.mesh.trust_domain.clone(),
         identity: identity.clone(),
+        kube_tap,
     };
     let mut stop = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {

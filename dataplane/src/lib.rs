@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod sds;
 pub mod tap;
 pub mod tls;
+pub mod trace;
 pub mod xds;
 
 /// Sets up structured logs on stderr for weft-proxy's binaries: `filter` in tracing's

@@ -2,7 +2,12 @@
 //! its dashboards read them: `request_total`, `response_total`,
 //! `response_latency_ms`, `tcp_open_total`, `tcp_read_bytes_total`,
 //! `tcp_write_bytes_total`, `inbound_{http,tcp}_authz_deny_total` and the
-//! `identity_cert_*` series; plus the xDS client's `xds_*` series.
+//! `identity_cert_*` series; plus the xDS client's `xds_*` series, and, per
+//! route and upstream cluster (so each route and each TrafficSplit backend has its own),
+//! `upstream_response_total{route,cluster,status_code,classification}` and
+//! `upstream_response_latency_ms{route,cluster}` (what `weft stat` reads: a cluster's
+//! figures are the sum over its routes). One family keyed by both, not one per route and
+//! one per cluster: a request updates one counter and one histogram.
 //!
 //! HTTP series carry Linkerd's `tls` label (`true`/`false`) and, for a peer
 //! with a certificate identity, `client_id`.
@@ -45,6 +50,11 @@ const MAX_AUTHORITIES: usize = 4096;
 
 /// Label value of the authorities past [`MAX_AUTHORITIES`].
 const OTHER_AUTHORITY: &str = "_other";
+
+/// Distinct (route, cluster) pairs tracked before new ones share the `route="_other",
+/// cluster="_other"` series (both come from the control plane, so this only guards against a
+/// runaway config).
+const MAX_UPSTREAM_SERIES: usize = 4096;
 
 /// Label of the `xds_*` series: the resource type short name (`lds`, `cds`, ...).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -133,6 +143,22 @@ struct LatencyLabels {
     status_code: u16,
 }
 
+/// `{route, cluster, status_code, classification}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UpstreamResponseLabels {
+    route: String,
+    cluster: String,
+    status_code: u16,
+    classification: Classification,
+}
+
+/// `{route, cluster}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteClusterLabels {
+    route: String,
+    cluster: String,
+}
+
 /// `{client_id}` of the authorization denials (`""` for a peer without identity).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ClientLabels {
@@ -167,12 +193,17 @@ type SeriesKey = (Direction, Box<str>, bool, Option<Arc<str>>);
 /// The HTTP series cache.
 type AuthorityMap = HashMap<SeriesKey, Arc<HttpMetrics>>;
 
+/// The upstream series cache: cluster, then its routes.
+type UpstreamMap = HashMap<Box<str>, Vec<(Box<str>, Arc<UpstreamMetrics>)>>;
+
 /// The metric families of the HTTP data path.
 #[derive(Debug)]
 struct HttpFamilies {
     request_total: Family<RequestLabels, Counter>,
     response_total: Family<ResponseLabels, Counter>,
     response_latency_ms: HistogramFamily<LatencyLabels>,
+    upstream_response_total: Family<UpstreamResponseLabels, Counter>,
+    upstream_response_latency_ms: HistogramFamily<RouteClusterLabels>,
 }
 
 /// The TCP counters of one direction.
@@ -200,6 +231,8 @@ pub struct Metrics {
     tcp_inbound: TcpMetrics,
     tcp_outbound: TcpMetrics,
     by_authority: ArcSwap<AuthorityMap>,
+    /// By cluster, then by route (a cluster has a few routes: a linear scan).
+    by_cluster: ArcSwap<UpstreamMap>,
     http_authz_deny: Family<ClientLabels, Counter>,
     tcp_authz_deny: Family<ClientLabels, Counter>,
     identity_expiry: Arc<IdentityExpiry>,
@@ -293,7 +326,21 @@ impl Metrics {
             request_total: Family::default(),
             response_total: Family::default(),
             response_latency_ms: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            upstream_response_total: Family::default(),
+            upstream_response_latency_ms: Family::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            ),
         };
+        registry.register(
+            "upstream_response",
+            "HTTP responses by route and upstream cluster (the proxy's own 5xx once a cluster was picked included)",
+            http.upstream_response_total.clone(),
+        );
+        registry.register(
+            "upstream_response_latency_ms",
+            "Request to response headers, in milliseconds, by route and upstream cluster",
+            http.upstream_response_latency_ms.clone(),
+        );
         registry.register(
             "request",
             "HTTP requests received, by direction, authority and peer (tls, client_id)",
@@ -365,6 +412,7 @@ impl Metrics {
             tcp_inbound,
             tcp_outbound,
             by_authority: ArcSwap::from_pointee(HashMap::new()),
+            by_cluster: ArcSwap::from_pointee(HashMap::new()),
             http_authz_deny,
             tcp_authz_deny,
             identity_expiry,
@@ -445,6 +493,94 @@ impl Metrics {
             map
         });
         result
+    }
+}
+
+impl Metrics {
+    /// The series of one route and upstream cluster, created on first use. Looked up by
+    /// borrowed names: no allocation once the series exists.
+    pub fn upstream(&self, route: &str, cluster: &str) -> Arc<UpstreamMetrics> {
+        let map = self.by_cluster.load();
+        if let Some(found) = find_upstream(&map, route, cluster) {
+            return found;
+        }
+        let full = map.values().map(Vec::len).sum::<usize>() >= MAX_UPSTREAM_SERIES;
+        let (route, cluster) = if full { (OTHER_AUTHORITY, OTHER_AUTHORITY) } else { (route, cluster) };
+        if let Some(found) = find_upstream(&map, route, cluster) {
+            return found;
+        }
+        drop(map);
+        let created = Arc::new(UpstreamMetrics::new(&self.http, route, cluster));
+        let mut result = Arc::clone(&created);
+        self.by_cluster.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            let routes = map.entry(cluster.into()).or_default();
+            result = match routes.iter().find(|(r, _)| &**r == route) {
+                Some((_, existing)) => Arc::clone(existing),
+                None => {
+                    routes.push((route.into(), Arc::clone(&created)));
+                    Arc::clone(&created)
+                }
+            };
+            map
+        });
+        result
+    }
+}
+
+fn find_upstream(map: &UpstreamMap, route: &str, cluster: &str) -> Option<Arc<UpstreamMetrics>> {
+    map.get(cluster)?.iter().find(|(r, _)| &**r == route).map(|(_, m)| Arc::clone(m))
+}
+
+/// The series of one route and upstream cluster.
+#[derive(Debug)]
+pub struct UpstreamMetrics {
+    route: String,
+    cluster: String,
+    response_total: Family<UpstreamResponseLabels, Counter>,
+    latency_ms: Histogram,
+    by_status: ArcSwap<Vec<(u16, Counter)>>,
+}
+
+impl UpstreamMetrics {
+    fn new(families: &HttpFamilies, route: &str, cluster: &str) -> UpstreamMetrics {
+        let labels = RouteClusterLabels { route: route.to_owned(), cluster: cluster.to_owned() };
+        UpstreamMetrics {
+            route: route.to_owned(),
+            cluster: cluster.to_owned(),
+            response_total: families.upstream_response_total.clone(),
+            latency_ms: families.upstream_response_latency_ms.get_or_create_owned(&labels),
+            by_status: ArcSwap::from_pointee(Vec::new()),
+        }
+    }
+
+    /// Counts a response of this route and cluster and records its latency (request
+    /// headers to response headers); 5xx are failures.
+    pub fn response(&self, status: u16, latency: Duration) {
+        self.status(status).inc();
+        self.latency_ms.observe(latency.as_secs_f64() * 1_000.0);
+    }
+
+    fn status(&self, status: u16) -> Counter {
+        if let Some((_, found)) = self.by_status.load().iter().find(|(s, _)| *s == status) {
+            return found.clone();
+        }
+        let classification = if status >= 500 { Classification::Failure } else { Classification::Success };
+        let created = self.response_total.get_or_create_owned(&UpstreamResponseLabels {
+            route: self.route.clone(),
+            cluster: self.cluster.clone(),
+            status_code: status,
+            classification,
+        });
+        self.by_status.rcu(|list| {
+            let mut list = Vec::clone(list);
+            if !list.iter().any(|(s, _)| *s == status) {
+                list.push((status, created.clone()));
+            }
+            list
+        });
+        // The family hands out the same counter for the same labels.
+        created
     }
 }
 
@@ -624,6 +760,52 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
+    }
+
+    #[test]
+    fn each_route_and_upstream_cluster_has_its_series() {
+        const V1: &str = "outbound|80||payment-v1.pay.svc.cluster.local";
+        const V2: &str = "outbound|80||payment-v2.pay.svc.cluster.local";
+        const SPLIT: &str = "split/payment-split";
+        let metrics = Metrics::new();
+        let v1 = metrics.upstream(SPLIT, V1);
+        assert!(Arc::ptr_eq(&v1, &metrics.upstream(SPLIT, V1)));
+        assert!(!Arc::ptr_eq(&v1, &metrics.upstream("default", V1)));
+        v1.response(200, Duration::from_millis(3));
+        metrics.upstream(SPLIT, V1).response(200, Duration::from_millis(30));
+        metrics.upstream("default", V1).response(200, Duration::from_millis(1));
+        metrics.upstream(SPLIT, V2).response(500, Duration::from_millis(1));
+        let text = metrics.encode();
+        for line in [
+            format!(
+                r#"upstream_response_total{{route="{SPLIT}",cluster="{V1}",status_code="200",classification="success"}} 2"#
+            ),
+            format!(
+                r#"upstream_response_total{{route="default",cluster="{V1}",status_code="200",classification="success"}} 1"#
+            ),
+            format!(
+                r#"upstream_response_total{{route="{SPLIT}",cluster="{V2}",status_code="500",classification="failure"}} 1"#
+            ),
+            format!(r#"upstream_response_latency_ms_bucket{{le="5.0",route="{SPLIT}",cluster="{V1}"}} 1"#),
+            format!(r#"upstream_response_latency_ms_bucket{{le="30.0",route="{SPLIT}",cluster="{V1}"}} 2"#),
+            format!(r#"upstream_response_latency_ms_count{{route="default",cluster="{V1}"}} 1"#),
+            format!(r#"upstream_response_latency_ms_count{{route="{SPLIT}",cluster="{V2}"}} 1"#),
+        ] {
+            assert!(text.contains(&line), "missing {line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn upstream_series_past_the_cap_share_one() {
+        let metrics = Metrics::new();
+        for i in 0..MAX_UPSTREAM_SERIES {
+            metrics.upstream("default", &format!("c{i}"));
+        }
+        metrics.upstream("late", "c-late").response(200, Duration::from_millis(1));
+        metrics.upstream("default", "c0").response(200, Duration::from_millis(1));
+        let text = metrics.encode();
+        assert!(text.contains(r#"upstream_response_total{route="_other",cluster="_other",status_code="200",classification="success"} 1"#));
+        assert!(text.contains(r#"upstream_response_total{route="default",cluster="c0",status_code="200",classification="success"} 1"#));
     }
 
     #[test]

@@ -145,6 +145,7 @@ fn api_config(
             stat_prefix: "inbound".into(),
             routes: RouteSource::Inline(Arc::new(table)),
             rbac: http_rbac.map(Arc::new),
+            tracing: None,
         }),
         None,
     );

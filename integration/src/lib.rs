@@ -14,6 +14,7 @@
 //! - [`load`]: a client that sends requests through a proxy and tallies who answered.
 //! - [`xds_client`]: a scripted ADS client (SotW and Delta) for driving the control plane.
 //! - [`net`]: loopback addresses that no other test process is using.
+//! - [`otlp`]: an OTLP trace receiver, and a control plane that traces to it.
 //!
 //! Tests wait with [`eventually`], whose patience comes from `WEFT_TEST_PATIENCE_SECS`,
 //! never with fixed sleeps.
@@ -31,6 +32,7 @@ pub mod identity;
 pub mod load;
 pub mod mesh;
 pub mod net;
+pub mod otlp;
 pub mod proxy;
 pub mod tcp;
 pub mod xds_client;

@@ -254,6 +254,7 @@ impl LocalMesh {
                 mtls: true,
                 authz: self.security.authz,
                 trust_domain: self.security.trust_domain.clone(),
+                tracing: None,
             }
         } else {
             MeshOptions { authz: self.security.authz, ..MeshOptions::plaintext() }

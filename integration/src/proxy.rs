@@ -74,6 +74,9 @@ pub struct ProxyConfig {
     /// ServiceAccount token); `None` derives it from the identity's CA directory, as
     /// `weft token` does.
     pub token: Option<String>,
+    /// Extra environment for the weft-proxy process, set after the harness's own (so it
+    /// may override `WEFT_LOG`); the benchmark sets `TOKIO_WORKER_THREADS` with it.
+    pub env: Vec<(String, String)>,
 }
 
 impl ProxyConfig {
@@ -96,6 +99,7 @@ impl ProxyConfig {
             app_port: None,
             identity: None,
             token: None,
+            env: Vec::new(),
         }
     }
 
@@ -381,6 +385,7 @@ impl WeftProxy {
             .args(["--inbound-port", &INBOUND_PORT.to_string()])
             .args(["--outbound-port", &OUTBOUND_PORT.to_string()])
             .args(["--admin-addr", &admin_addr.to_string()]);
+        command.envs(config.env.iter().map(|(k, v)| (k, v)));
         if let Some(port) = config.app_port {
             command.args(["--app-port", &port.to_string()]);
         }

@@ -23,6 +23,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use weft_integration::otlp::OtlpReceiver;
 use weft_integration::{envoy_bin, patience, target_dir, weft_bin};
 
 const WORKLOADS: [&str; 4] = ["fraud-detect", "frontend", "payment-v1", "payment-v2"];
@@ -156,12 +157,29 @@ fn is_free(addr: SocketAddr) -> bool {
     )
 }
 
-/// The final summary: per workload its req/s and success column, and payment-v2's share.
+/// The final summary: per workload its req/s and success column, and payment-v2's share;
+/// the same from the proxies' metrics (the `in ...` columns after `|`, the `proxies` share).
 #[derive(Debug)]
 struct Final {
     rows: BTreeMap<String, (f64, String)>,
     v2_share: f64,
+    proxies: BTreeMap<String, (f64, String)>,
+    v2_proxies_share: Option<f64>,
     block: String,
+}
+
+/// The percentages of a split line after the backend's name (`-` is `None`).
+fn percents(tokens: &[&str]) -> Vec<Option<f64>> {
+    tokens.iter().filter(|t| **t != "%").map(|t| t.parse::<f64>().ok()).collect()
+}
+
+/// `RPS SUCCESS...` of the columns after `|`.
+fn in_columns(right: &str) -> Option<(f64, String)> {
+    let t: Vec<&str> = right.split_whitespace().collect();
+    let rps = t.first()?.parse().ok()?;
+    let success =
+        if t.get(1) == Some(&"-") { "-".to_owned() } else { format!("{} {}", t.get(1)?, t.get(2)?) };
+    Some((rps, success))
 }
 
 fn parse_final(stdout: &str) -> Final {
@@ -171,7 +189,9 @@ fn parse_final(stdout: &str) -> Final {
         .1
         .to_owned();
     let mut rows = BTreeMap::new();
+    let mut proxies = BTreeMap::new();
     let mut v2_share = None;
+    let mut v2_proxies_share = None;
     let mut in_split = false;
     for line in block.lines() {
         let tokens: Vec<&str> = line.split_whitespace().collect();
@@ -179,15 +199,19 @@ fn parse_final(stdout: &str) -> Final {
             in_split = true;
         } else if in_split && line.starts_with("    payment-v2") {
             v2_share = tokens.get(1).and_then(|t| t.parse::<f64>().ok());
+            v2_proxies_share = percents(&tokens[1..]).get(3).copied().flatten();
         } else if line.starts_with("  ") && tokens.len() >= 4 && WORKLOADS.contains(&tokens[0]) && !in_split {
             let rps = tokens[2].parse::<f64>().unwrap_or_else(|_| panic!("req/s in {line:?}"));
             let success =
                 if tokens[3] == "-" { "-".to_owned() } else { format!("{} {}", tokens[3], tokens[4]) };
             rows.insert(tokens[0].to_owned(), (rps, success));
+            if let Some(figures) = line.split_once(" | ").and_then(|(_, right)| in_columns(right)) {
+                proxies.insert(tokens[0].to_owned(), figures);
+            }
         }
     }
     let v2_share = v2_share.unwrap_or_else(|| panic!("no payment-v2 share in:\n{block}"));
-    Final { rows, v2_share, block }
+    Final { rows, v2_share, proxies, v2_proxies_share, block }
 }
 
 /// The pids `weft up` announced for its proxies and agents (`... envoy pid 1234, log ...
@@ -291,9 +315,26 @@ fn canary_runs_healthy_and_leaves_nothing(proxy: &str) {
         summary.v2_share,
         summary.block
     );
+    // The proxies' view (their metrics, as `weft stat` reads them) agrees: every workload
+    // the frontend calls received traffic without failures, and the split's share holds.
+    for w in WORKLOADS.into_iter().filter(|w| *w != "frontend") {
+        let (rps, success) =
+            summary.proxies.get(w).unwrap_or_else(|| panic!("no proxy figures for {w}:\n{}", summary.block));
+        assert!(*rps > 0.0, "{w}'s proxy counted nothing:\n{}", summary.block);
+        assert_eq!(success, "100.0 %", "{w}'s success rate by its proxy:\n{}", summary.block);
+    }
+    let by_proxies =
+        summary.v2_proxies_share.unwrap_or_else(|| panic!("no proxies share:\n{}", summary.block));
+    assert!(
+        (1.0..=12.0).contains(&by_proxies),
+        "payment-v2 got {by_proxies} % by the proxies:\n{}",
+        summary.block
+    );
     assert!(summary.block.contains("4 proxies connected"), "{}", summary.block);
     assert!(summary.block.contains("mTLS on, authz permissive"), "{}", summary.block);
     assert!(summary.block.contains(", 0 failed"), "{}", summary.block);
+    assert!(stdout.contains("weft stat trafficsplit/payment-split -n payments --admin "), "{stdout}");
+    assert!(stdout.contains("weft tap workload/"), "{stdout}");
     assert_nothing_left(&stdout);
 }
 
@@ -360,13 +401,78 @@ fn editing_the_split_file_moves_the_share_in_the_live_view() {
     assert_nothing_left(&stdout);
 }
 
+/// `weft up --trace-collector`: the run's control plane sends the tracing config over xDS, so
+/// one request's hops through stock Envoy (the frontend, client side) and weft-proxy
+/// (payment-v1, server side) reach the collector as one trace, and the control plane's own
+/// push spans too.
+#[test]
+fn up_with_a_trace_collector_exports_both_hops_of_a_request() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let receiver = rt.block_on(OtlpReceiver::start([127, 0, 0, 1].into())).unwrap();
+    let collector = receiver.addr().to_string();
+    let mut up =
+        Up::start("mixed", &["--duration", "6", "--trace-collector", &collector, "--trace-sampling", "100"]);
+    up.wait_for_line("the tracing line", |l| l.contains("tracing: every proxy and the control plane"));
+    let line = up.seen.last().cloned().unwrap_or_default();
+    assert!(line.contains(&format!("export spans to {collector}")) && line.contains("100 %"), "{line}");
+    let (client, server) = rt
+        .block_on(receiver.wait_for("a frontend -> payment-v1 trace", |spans| {
+            spans.iter().filter(|c| c.kind == "CLIENT" && c.service.starts_with("frontend")).find_map(|c| {
+                let s = spans.iter().find(|s| {
+                    s.kind == "SERVER"
+                        && s.trace_id == c.trace_id
+                        && s.parent_span_id == c.span_id
+                        && s.service.starts_with("payment-v1")
+                })?;
+                Some((c.clone(), s.clone()))
+            })
+        }))
+        .unwrap();
+    assert_eq!(receiver.trace(&client.trace_id).iter().filter(|s| s.span_id == server.span_id).count(), 1);
+    assert!(
+        receiver.spans().iter().any(|s| s.service == "weft-control" && s.name == "xds.push"),
+        "the control plane's pushes are traced too"
+    );
+    let (status, stdout, stderr) = up.finish(patience() + Duration::from_secs(30));
+    assert!(status.success(), "weft up --trace-collector failed ({status}):\n{stdout}\n{stderr}");
+    let kinds = proxy_kinds(&stdout);
+    assert_eq!(kinds["frontend"], "envoy", "the client hop is Envoy's");
+    assert_eq!(kinds["payment-v1"], "weft", "the server hop is weft-proxy's");
+    assert_nothing_left(&stdout);
+}
+
+#[test]
+fn up_refuses_a_trace_collector_that_is_not_host_port() {
+    // Run alone: a concurrent run on the example's addresses would fail first, for another reason.
+    let lock = File::create(target_dir().join("weft-up-payments.lock")).unwrap();
+    lock.lock().unwrap();
+    let out = Command::new(weft_bin().unwrap())
+        .arg("up")
+        .arg(weft_integration::mesh::examples_dir().join("payments"))
+        .args(["--xds-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--trace-collector", "no-port"])
+        .args(["--duration", "1"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--trace-collector \"no-port\""), "{stderr}");
+    let out =
+        Command::new(weft_bin().unwrap()).args(["up", "x", "--trace-sampling", "150"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("150"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn summary_parsing_reads_rows_and_the_v2_share() {
-    let out = "  frontend       app 127.0.10.1:8080   envoy pid 11, log x (weft-agent pid 12)\n=== final summary ===\nweft up · 6 s · snapshot v1 · 4 proxies connected\n  workload      proxy    req/s   success        p99\n  frontend      envoy     50.0   100.0 %    5.64 ms\n  payment-v2    weft       0.0         -          -\n  split payment-split    last 6s    last 1s     weight\n    payment-v1            95.2 %     96.0 %     95.0 %\n    payment-v2             4.8 %      4.0 %      5.0 %\n";
+    let out = "  frontend       app 127.0.10.1:8080   envoy pid 11, log x (weft-agent pid 12)\n=== final summary ===\nweft up · 6 s · snapshot v1 · 4 proxies connected\n  workload      proxy    req/s   success        p99\n  frontend      envoy     50.0   100.0 %    5.64 ms  |      0.0           -          -\n  payment-v2    weft       0.0         -          -  |      2.5     100.0 %     812 µs\n  split payment-split    last 6s    last 1s     weight    proxies\n    payment-v1            95.2 %     96.0 %     95.0 %     95.1 %\n    payment-v2             4.8 %      4.0 %      5.0 %      4.9 %\n";
     let f = parse_final(out);
     assert_eq!(f.rows["frontend"], (50.0, "100.0 %".to_owned()));
     assert_eq!(f.rows["payment-v2"], (0.0, "-".to_owned()));
     assert_eq!(f.v2_share, 4.8);
+    assert_eq!(f.proxies["frontend"], (0.0, "-".to_owned()));
+    assert_eq!(f.proxies["payment-v2"], (2.5, "100.0 %".to_owned()));
+    assert_eq!(f.v2_proxies_share, Some(4.9));
     assert_eq!(proxy_pids(out), [11, 12]);
     assert_eq!(proxy_kinds(out)["frontend"], "envoy");
 }

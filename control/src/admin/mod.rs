@@ -37,6 +37,9 @@ pub struct AdminState {
     pub trust_domain: String,
     /// The CA and certificates; `None` when serving plaintext.
     pub identity: Option<identity::IdentityHandles>,
+    /// Kubernetes mode: how tap authenticates and authorizes operators (TokenReview and
+    /// SubjectAccessReview) and finds Deployments' pods; `None` uses the operator token.
+    pub kube_tap: Option<crate::tap::KubeTap>,
 }
 
 /// The admin routes.
@@ -54,6 +57,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/debug/identity", get(identity_report))
         .route("/apply", post(apply))
         .route("/tap", get(crate::tap::handler))
+        .route("/stat", get(crate::stat::handler))
         .with_state(state)
 }
 

@@ -14,7 +14,13 @@ use weft_xds_protos::google::protobuf::Any;
 use weft_xds_protos::type_url;
 
 use crate::model::MeshState;
-use crate::translate::{self, ConsistencyError, MeshOptions, MeshResources, ProxyNode, SplitTable};
+use crate::translate::{
+    self, ConsistencyError, InboundIndex, MeshOptions, MeshResources, ProxyNode, SplitTable,
+};
+
+mod resources;
+
+pub use resources::{Iter, TypeResources};
 
 /// The resource types weft serves, in make-before-break order: secrets, then
 /// clusters and endpoints, before the listeners and routes that use them.
@@ -58,9 +64,6 @@ pub fn hash_hex(bytes: &[u8]) -> String {
     format!("{h:016x}")
 }
 
-/// Resources of one type for one proxy, by name.
-pub type TypeResources = BTreeMap<String, Arc<Encoded>>;
-
 /// What one proxy should have, per type URL.
 #[derive(Debug, Default, Clone)]
 pub struct ProxyView {
@@ -94,6 +97,8 @@ pub struct Snapshot {
     pub splits: SplitTable,
     /// The mesh-wide options it was translated with.
     pub options: Arc<MeshOptions>,
+    /// Which service ports each pod IP serves (for each proxy's inbound side).
+    pub inbound: Arc<InboundIndex>,
 }
 
 impl Snapshot {
@@ -105,16 +110,18 @@ impl Snapshot {
     ) -> Result<Self, ConsistencyError> {
         let mesh: MeshResources = translate::translate_mesh(&state, &options);
         translate::check_consistency(&mesh)?;
-        let clusters = encode_all(&mesh.clusters);
+        let clusters = TypeResources::shared(encode_all(&mesh.clusters));
         // Endpoint metadata holds protobuf maps: encoded in key order for stable versions.
-        let endpoints = mesh
-            .endpoints
-            .iter()
-            .map(|(n, cla)| {
-                let bytes = translate::encode_load_assignment(cla);
-                (n.clone(), Encoded::from_bytes(n.clone(), ClusterLoadAssignment::type_url(), bytes))
-            })
-            .collect();
+        let endpoints = TypeResources::shared(
+            mesh.endpoints
+                .iter()
+                .map(|(n, cla)| {
+                    let bytes = translate::encode_load_assignment(cla);
+                    (n.clone(), Encoded::from_bytes(n.clone(), ClusterLoadAssignment::type_url(), bytes))
+                })
+                .collect(),
+        );
+        let inbound = Arc::new(InboundIndex::build(&state, &options));
         let routes = mesh
             .outbound_routes
             .iter()
@@ -129,6 +136,7 @@ impl Snapshot {
             routes,
             splits: mesh.splits,
             options,
+            inbound,
         })
     }
 
@@ -143,13 +151,15 @@ impl Snapshot {
             routes: BTreeMap::new(),
             splits: SplitTable::default(),
             options: Arc::default(),
+            inbound: Arc::default(),
         }
     }
 
     /// Everything one proxy should have: the shared resources plus its own
     /// listeners and inbound clusters.
     pub fn for_proxy(&self, node: &ProxyNode) -> ProxyView {
-        let own = translate::translate_proxy(&self.state, &self.splits, node, &self.options);
+        let own =
+            translate::translate_proxy_indexed(&self.state, &self.splits, &self.inbound, node, &self.options);
         let mut clusters = self.clusters.clone();
         for c in &own.clusters {
             clusters.insert(c.name.clone(), Encoded::new(c.name.clone(), c));
@@ -174,7 +184,7 @@ impl Snapshot {
     }
 }
 
-fn encode_all<M: Message + Name>(m: &BTreeMap<String, M>) -> TypeResources {
+fn encode_all<M: Message + Name>(m: &BTreeMap<String, M>) -> BTreeMap<String, Arc<Encoded>> {
     m.iter().map(|(n, r)| (n.clone(), Encoded::new(n.clone(), r))).collect()
 }
 

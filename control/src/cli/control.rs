@@ -11,6 +11,7 @@ use weft_control::install::{CA_SECRET, NAMESPACE, STATUS_LEASE, WEBHOOK_CONFIGUR
 use weft_control::kube_check::ClusterArgs;
 use weft_control::server::{ControlConfig, KubernetesSource, SourceConfig, WebhookConfig};
 use weft_control::source::kube::{KubeSourceOptions, KubernetesConfig, LeaseConfig};
+use weft_control::translate::{Sampling, TraceOptions};
 
 use super::IdentityArgs;
 
@@ -45,9 +46,39 @@ pub(crate) struct ControlArgs {
     #[arg(long, env = "WEFT_RELOAD_INTERVAL_MS", default_value_t = 250)]
     reload_interval_ms: u64,
     #[command(flatten)]
+    tracing: TraceArgs,
+    #[command(flatten)]
     identity: IdentityArgs,
     #[command(flatten)]
     kubernetes: KubernetesArgs,
+}
+
+/// Distributed tracing (docs/tracing.md).
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Tracing")]
+struct TraceArgs {
+    /// OTLP/gRPC collector (plaintext), HOST:PORT, resolved once at start. Every proxy's HTTP
+    /// hops (weft-proxy and Envoy, configured over xDS) and the control plane's pushes export
+    /// spans there. Unset: no tracing anywhere.
+    #[arg(long, env = "WEFT_TRACE_COLLECTOR", value_name = "HOST:PORT")]
+    trace_collector: Option<String>,
+    /// Percentage (0 to 100) of new traces sampled; a request whose caller decided (the
+    /// sampled flag of `traceparent` or B3) keeps that decision.
+    #[arg(long, env = "WEFT_TRACE_SAMPLING", value_name = "PERCENT", default_value_t = Sampling::default())]
+    trace_sampling: Sampling,
+}
+
+impl TraceArgs {
+    /// The tracing options; resolves the collector's host name.
+    async fn into_options(self) -> anyhow::Result<Option<TraceOptions>> {
+        let Some(collector) = self.trace_collector else { return Ok(None) };
+        let collector = tokio::net::lookup_host(collector.as_str())
+            .await
+            .with_context(|| format!("--trace-collector {collector:?}: expected HOST:PORT"))?
+            .next()
+            .with_context(|| format!("--trace-collector {collector:?}: the host has no address"))?;
+        Ok(Some(TraceOptions { collector, sampling: self.trace_sampling }))
+    }
 }
 
 /// The flags of `--source kubernetes`.
@@ -115,7 +146,8 @@ impl ControlArgs {
     /// The control plane's configuration; with Kubernetes, this makes the client.
     pub(crate) async fn into_config(self) -> anyhow::Result<ControlConfig> {
         let kubernetes = self.source == SourceKind::Kubernetes;
-        let (mesh, identity) = self.identity.into_config(kubernetes)?;
+        let (mut mesh, identity) = self.identity.into_config(kubernetes)?;
+        mesh.tracing = self.tracing.into_options().await?;
         let source = match self.source {
             SourceKind::Manifests => SourceConfig::Manifests(
                 self.manifests.context("--manifests is required with --source manifests")?,

@@ -62,7 +62,12 @@ impl IdentityArgs {
         let authz: AuthzMode = self.authz.parse().map_err(anyhow::Error::msg)?;
         weft_xds_protos::spiffe::validate_trust_domain(self.trust_domain.clone())
             .context("--trust-domain")?;
-        let mesh = MeshOptions { mtls: !self.insecure_plaintext, authz, trust_domain: self.trust_domain };
+        let mesh = MeshOptions {
+            mtls: !self.insecure_plaintext,
+            authz,
+            trust_domain: self.trust_domain,
+            tracing: None,
+        };
         if self.insecure_plaintext {
             return Ok((mesh, None));
         }

@@ -4,6 +4,7 @@
 pub(crate) mod check;
 mod control;
 mod identity;
+pub(crate) mod stat;
 pub(crate) mod tap;
 
 pub(crate) use check::CheckArgs;

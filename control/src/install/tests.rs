@@ -95,6 +95,27 @@ fn every_install_document_parses_as_its_kubernetes_type() {
     assert_eq!(kinds.iter().filter(|k| *k == "Service").count(), 2);
 }
 
+#[test]
+fn the_weft_tap_cluster_role_grants_only_watch_on_tap_resources_and_is_bound_to_no_one() {
+    let cr: ClusterRole = document("ClusterRole", crate::tap::kube::TAP_CLUSTER_ROLE);
+    let rules = cr.rules.unwrap();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0].api_groups.as_deref(), Some(&[crate::tap::kube::TAP_API_GROUP.to_string()][..]));
+    assert_eq!(rules[0].verbs, [crate::tap::kube::TAP_VERB]);
+    let resources = rules[0].resources.clone().unwrap();
+    for kind in
+        [crate::tap::TargetKind::Deployment, crate::tap::TargetKind::Pod, crate::tap::TargetKind::Workload]
+    {
+        assert!(resources.iter().any(|r| r == kind.resource()), "{resources:?}");
+    }
+    let docs = printed_documents(&InstallOptions::default().install_yaml().unwrap());
+    let bound = docs.iter().any(|d| {
+        matches!(d["kind"].as_str(), Some("ClusterRoleBinding" | "RoleBinding"))
+            && d["roleRef"]["name"] == "weft-tap"
+    });
+    assert!(!bound, "operators are bound by an admin, not by weft install");
+}
+
 fn document<T: DeserializeOwned + serde::Serialize>(kind: &str, name: &str) -> T {
     let docs = printed_documents(&InstallOptions::default().install_yaml().unwrap());
     let doc = docs
@@ -292,6 +313,9 @@ fn rbac_is_least_privilege() {
     assert!(allows("access.smi-spec.io", "traffictargets/status", "patch"));
     assert!(allows("", "events", "create"));
     assert!(allows("authentication.k8s.io", "tokenreviews", "create"));
+    // weft tap: SubjectAccessReview for operators, ReplicaSets for deploy/NAME.
+    assert!(allows("authorization.k8s.io", "subjectaccessreviews", "create"));
+    assert!(allows("apps", "replicasets", "list"));
     assert!(!allows("split.smi-spec.io", "trafficsplits", "patch"), "the spec is the user's");
 
     let role: Role = document("Role", "weft-control");

@@ -7,8 +7,18 @@
 //! own certificate, checking that the proxy presents its workload's SPIFFE ID, and merges their
 //! event streams into one response of JSON lines ([`TapLine`]). Workloads never get to tap: a
 //! proxy accepts only the control plane's identity.
+//!
+//! In Kubernetes mode the operator's credential is their Kubernetes identity instead: the
+//! bearer token is checked with TokenReview and the session authorized with a
+//! SubjectAccessReview (`watch` on `tap.weft.io` resources, see [`kube`]), and `deploy/NAME`
+//! and `pod/NAME` are resolved through the API server.
+//!
+//! A request without a token is answered 401 with `WWW-Authenticate: Bearer realm="..."`
+//! ([`REALM_OPERATOR_TOKEN`] or [`REALM_KUBERNETES`]), which tells `weft tap` which credential
+//! this control plane wants.
 
 mod dial;
+pub mod kube;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -30,6 +40,14 @@ use weft_xds_protos::tap::{Direction, EventKind, Filter, ObserveRequest, TapEven
 
 use crate::admin::AdminState;
 use crate::translate::ProxyNode;
+
+pub use kube::KubeTap;
+
+/// The `WWW-Authenticate` realm of a control plane that wants the operator token (local mode).
+pub const REALM_OPERATOR_TOKEN: &str = "weft-operator-token";
+
+/// The `WWW-Authenticate` realm of a control plane that wants a Kubernetes bearer token.
+pub const REALM_KUBERNETES: &str = "kubernetes";
 
 /// The operator token's file name in the CA directory.
 pub const OPERATOR_TOKEN_FILE: &str = "operator-token";
@@ -87,7 +105,8 @@ fn same_token(presented: &str, expected: &str) -> bool {
 /// The query of `GET /tap`.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct TapQuery {
-    /// `workload/NAME` or `deploy/NAME`.
+    /// `deploy/NAME`, `pod/NAME` or `workload/NAME`.
+    #[serde(default)]
     pub target: String,
     /// Namespace (for `deploy/`; narrows `workload/`).
     #[serde(default)]
@@ -267,47 +286,200 @@ impl TapLine {
     }
 }
 
-/// The proxies `target` names, one per pod IP. `workload/NAME`: node id `NAME` (or `NAME.` a
-/// prefix of it), or service account `NAME`; `deploy/NAME`: service account `NAME` or a node id
-/// starting `NAME-` (a Deployment's pod names). `namespace`, when given, must match.
+/// What a tap target names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    /// `workload/NAME`: a proxy's node id or service account.
+    Workload,
+    /// `deploy/NAME`: a Deployment's pods.
+    Deployment,
+    /// `pod/NAME`: one pod (locally, as `workload/`).
+    Pod,
+}
+
+impl TargetKind {
+    /// The resource of the `tap.weft.io` API group that RBAC grants for this kind.
+    pub fn resource(self) -> &'static str {
+        match self {
+            TargetKind::Workload => "workloads",
+            TargetKind::Deployment => "deployments",
+            TargetKind::Pod => "pods",
+        }
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
+            TargetKind::Workload => "workload",
+            TargetKind::Deployment => "deploy",
+            TargetKind::Pod => "pod",
+        }
+    }
+}
+
+/// A tap (or stat) target: `workload/NAME`, `deploy/NAME` or `pod/NAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// What it names.
+    pub kind: TargetKind,
+    /// The name.
+    pub name: String,
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+
+    fn from_str(target: &str) -> Result<Self, String> {
+        let (kind, name) = target
+            .split_once('/')
+            .ok_or_else(|| format!("target {target:?}: expected deploy/NAME, pod/NAME or workload/NAME"))?;
+        let kind = match kind {
+            "workload" | "workloads" | "wl" => TargetKind::Workload,
+            "deploy" | "deployment" | "deployments" => TargetKind::Deployment,
+            "pod" | "pods" | "po" => TargetKind::Pod,
+            _ => {
+                return Err(format!(
+                    "target {target:?}: unknown kind {kind:?} (deploy/NAME, pod/NAME or workload/NAME)"
+                ));
+            }
+        };
+        if name.is_empty() || name.contains('/') {
+            return Err(format!("target {target:?}: expected one name after the kind"));
+        }
+        Ok(Target { kind, name: name.to_owned() })
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.kind.prefix(), self.name)
+    }
+}
+
+/// The proxies `target` names, one per pod IP (local mode). `workload/NAME` and `pod/NAME`:
+/// node id `NAME` (or `NAME.` a prefix of it), or service account `NAME`; `deploy/NAME`:
+/// service account `NAME` or a node id starting `NAME-` (a Deployment's pod names).
+/// `namespace`, when given, must match.
 pub fn resolve(nodes: &[ProxyNode], target: &str, namespace: Option<&str>) -> Result<Vec<ProxyNode>, String> {
-    let (kind, name) = target
-        .split_once('/')
-        .ok_or_else(|| format!("target {target:?}: expected workload/NAME or deploy/NAME"))?;
-    if name.is_empty() {
-        return Err(format!("target {target:?}: no name"));
+    let target: Target = target.parse()?;
+    if target.kind != TargetKind::Deployment {
+        return resolve_workload(nodes, &target.name, namespace);
     }
-    let by_kind = |node: &ProxyNode| match kind {
-        "workload" | "workloads" | "wl" | "pod" | "po" => {
-            node.id == name || node.id.starts_with(&format!("{name}.")) || node.service_account == name
-        }
-        "deploy" | "deployment" | "deployments" => {
-            node.service_account == name || node.id.starts_with(&format!("{name}-"))
-        }
-        _ => false,
-    };
-    if !matches!(
-        kind,
-        "workload" | "workloads" | "wl" | "pod" | "po" | "deploy" | "deployment" | "deployments"
-    ) {
-        return Err(format!("target {target:?}: unknown kind {kind:?} (workload/NAME or deploy/NAME)"));
-    }
+    let name = target.name.as_str();
+    let prefix = format!("{name}-");
+    matching(nodes, &target, namespace, |node| node.service_account == name || node.id.starts_with(&prefix))
+}
+
+/// The proxies of `workload/NAME`: node id `NAME` (or `NAME.` a prefix of it), or service
+/// account `NAME`, in `namespace` when given.
+pub fn resolve_workload(
+    nodes: &[ProxyNode],
+    name: &str,
+    namespace: Option<&str>,
+) -> Result<Vec<ProxyNode>, String> {
+    let target = Target { kind: TargetKind::Workload, name: name.to_owned() };
+    let dotted = format!("{name}.");
+    matching(nodes, &target, namespace, |node| {
+        node.id == name || node.id.starts_with(&dotted) || node.service_account == name
+    })
+}
+
+fn matching(
+    nodes: &[ProxyNode],
+    target: &Target,
+    namespace: Option<&str>,
+    by_kind: impl Fn(&ProxyNode) -> bool,
+) -> Result<Vec<ProxyNode>, String> {
+    let namespace = namespace.filter(|n| !n.is_empty());
     let mut found = BTreeMap::new();
     for node in nodes {
-        if by_kind(node) && namespace.is_none_or(|ns| ns.is_empty() || node.namespace == ns) {
+        if by_kind(node) && namespace.is_none_or(|ns| node.namespace == ns) {
             found.entry(node.pod_ip).or_insert_with(|| node.clone());
         }
     }
     if found.is_empty() {
-        let ns =
-            namespace.filter(|n| !n.is_empty()).map(|n| format!(" in namespace {n}")).unwrap_or_default();
-        return Err(format!("unknown target {target}{ns}: no connected proxy matches"));
+        let ns = namespace.map(|n| format!(" in namespace {n}")).unwrap_or_default();
+        let mut connected: Vec<String> = nodes
+            .iter()
+            .filter(|n| namespace.is_none_or(|ns| n.namespace == ns))
+            .map(|n| format!("{} ({}/{})", n.id, n.namespace, n.service_account))
+            .collect();
+        connected.sort();
+        connected.dedup();
+        let connected = if connected.is_empty() { "none".to_owned() } else { connected.join(", ") };
+        return Err(format!(
+            "unknown target {target}{ns}: no connected proxy matches (connected: {connected})"
+        ));
     }
     Ok(found.into_values().collect())
 }
 
 fn plain(status: StatusCode, message: String) -> Response {
     (status, format!("{message}\n")).into_response()
+}
+
+/// A 401 with the challenge that names the credential this control plane wants.
+fn challenge(kubernetes: bool, message: String) -> Response {
+    let realm = if kubernetes { REALM_KUBERNETES } else { REALM_OPERATOR_TOKEN };
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, format!("Bearer realm=\"{realm}\""))],
+        format!("{message}\n"),
+    )
+        .into_response()
+}
+
+/// The bearer token of `headers`, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+/// Authorizes the operator of a request for `target` in `namespace` (empty: none given): the
+/// operator token locally; TokenReview and a SubjectAccessReview in Kubernetes mode. The error
+/// is the response to send (401, 403, 400 or 503).
+pub async fn authorize_operator(
+    s: &AdminState,
+    headers: &HeaderMap,
+    target: &Target,
+    namespace: &str,
+) -> Result<(), Response> {
+    let Some(identity) = &s.identity else {
+        return Err(plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "tap needs the mesh's mTLS (the control plane runs with --insecure-plaintext)".into(),
+        ));
+    };
+    let kube = s.kube_tap.as_ref();
+    let Some(token) = bearer(headers) else {
+        let what = if kube.is_some() { "a Kubernetes bearer token" } else { "the operator token" };
+        return Err(challenge(
+            kube.is_some(),
+            format!("not authorized: no credential presented ({what} is needed)"),
+        ));
+    };
+    let Some(kube) = kube else {
+        let expected = operator_token_file(identity).and_then(|f| read_token(&f).ok()).unwrap_or_default();
+        if !same_token(token, &expected) {
+            tracing::warn!("tap refused: wrong operator token");
+            return Err(challenge(false, "not authorized: wrong operator token".into()));
+        }
+        return Ok(());
+    };
+    if namespace.is_empty() && target.kind != TargetKind::Workload {
+        return Err(plain(
+            StatusCode::BAD_REQUEST,
+            format!("target {target}: a namespace is needed (-n NAMESPACE)"),
+        ));
+    }
+    let refused = |r: kube::Refusal| match r {
+        kube::Refusal::Unauthenticated(_) => challenge(true, r.to_string()),
+        _ => plain(r.status(), r.to_string()),
+    };
+    let operator = kube.authenticate(token).await.map_err(refused)?;
+    kube.authorize(&operator, target, namespace).await.map_err(refused)
 }
 
 /// `GET /tap`: see the module docs.
@@ -318,19 +490,25 @@ pub async fn handler(State(s): State<AdminState>, headers: HeaderMap, Query(q): 
             "tap needs the mesh's mTLS (the control plane runs with --insecure-plaintext)".into(),
         );
     };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let expected = operator_token_file(&identity).and_then(|f| read_token(&f).ok()).unwrap_or_default();
-    match presented {
-        None => return plain(StatusCode::UNAUTHORIZED, "not authorized: no operator token presented".into()),
-        Some(token) if !same_token(token, &expected) => {
-            tracing::warn!("tap refused: wrong operator token");
-            return plain(StatusCode::UNAUTHORIZED, "not authorized: wrong operator token".into());
-        }
-        Some(_) => {}
+    let namespace = q.namespace.clone().unwrap_or_default();
+    if bearer(&headers).is_none() {
+        // The challenge comes first: it is how `weft tap` learns which credential to send.
+        return authorize_operator(
+            &s,
+            &headers,
+            &Target { kind: TargetKind::Workload, name: String::new() },
+            "",
+        )
+        .await
+        .err()
+        .unwrap_or_else(|| plain(StatusCode::UNAUTHORIZED, "not authorized".into()));
+    }
+    let target: Target = match q.target.parse() {
+        Ok(target) => target,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, e),
+    };
+    if let Err(refused) = authorize_operator(&s, &headers, &target, &namespace).await {
+        return refused;
     }
     let duration = match q.duration.as_deref().filter(|d| !d.is_empty()) {
         None => Duration::from_secs(60),
@@ -340,7 +518,11 @@ pub async fn handler(State(s): State<AdminState>, headers: HeaderMap, Query(q): 
         },
     };
     let nodes: Vec<ProxyNode> = s.registry.reports().await.into_iter().map(|r| r.node).collect();
-    let targets = match resolve(&nodes, &q.target, q.namespace.as_deref()) {
+    let resolved = match &s.kube_tap {
+        Some(kube) => kube.resolve(&nodes, &target, &namespace).await,
+        None => resolve(&nodes, &q.target, q.namespace.as_deref()),
+    };
+    let targets = match resolved {
         Ok(targets) => targets,
         Err(e) => return plain(StatusCode::NOT_FOUND, e),
     };
@@ -445,9 +627,27 @@ mod tests {
         assert!(
             resolve(&nodes, "workload/checkout", Some("payments")).unwrap_err().contains("unknown target")
         );
-        assert!(resolve(&nodes, "workload/nope", None).unwrap_err().contains("unknown target"));
+        let err = resolve(&nodes, "workload/nope", None).unwrap_err();
+        assert!(
+            err.contains("unknown target workload/nope") && err.contains("checkout (shop/checkout)"),
+            "{err}"
+        );
         assert!(resolve(&nodes, "svc/payment", None).unwrap_err().contains("unknown kind"));
         assert!(resolve(&nodes, "payment", None).is_err());
+        assert_eq!(ids(resolve(&nodes, "pod/checkout", None)), ["checkout"]);
+    }
+
+    #[test]
+    fn targets_parse_and_print() {
+        let t: Target = "deployment/payment-service".parse().unwrap();
+        assert_eq!((t.kind, t.name.as_str()), (TargetKind::Deployment, "payment-service"));
+        assert_eq!(t.to_string(), "deploy/payment-service");
+        assert_eq!(t.kind.resource(), "deployments");
+        assert_eq!("po/a".parse::<Target>().unwrap().kind.resource(), "pods");
+        assert_eq!("workload/a".parse::<Target>().unwrap().kind.resource(), "workloads");
+        assert!("deploy/".parse::<Target>().unwrap_err().contains("one name"));
+        assert!("deploy/a/b".parse::<Target>().unwrap_err().contains("one name"));
+        assert!("svc/a".parse::<Target>().unwrap_err().contains("unknown kind \"svc\""));
     }
 
     #[test]

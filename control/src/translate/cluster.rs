@@ -1,6 +1,6 @@
 //! Clusters: outbound EDS clusters per service port, inbound static clusters to the app.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use prost::Name;
 use weft_xds_protos::envoy::config::cluster::v3::{Cluster, cluster};
@@ -94,6 +94,40 @@ pub(crate) fn inbound(ip: IpAddr, port: u16, http: bool) -> Cluster {
     if http {
         same_protocol_upstream(&mut c);
     }
+    c
+}
+
+/// The static cluster every HTTP connection manager's tracer exports spans to (OTLP/gRPC).
+pub const OTEL_COLLECTOR_CLUSTER: &str = "weft-otel-collector";
+
+/// The OTLP collector as a static HTTP/2 (gRPC, plaintext) cluster.
+pub(crate) fn otel_collector(addr: SocketAddr) -> Cluster {
+    let opts = HttpProtocolOptions {
+        upstream_protocol_options: Some(http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+            http_protocol_options::ExplicitHttpConfig {
+                protocol_config: Some(
+                    http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                        Http2ProtocolOptions::default(),
+                    ),
+                ),
+            },
+        )),
+        ..Default::default()
+    };
+    let mut c = Cluster {
+        name: OTEL_COLLECTOR_CLUSTER.into(),
+        load_assignment: Some(endpoint::static_assignment(OTEL_COLLECTOR_CLUSTER, addr.ip(), addr.port())),
+        connect_timeout: Some(CONNECT_TIMEOUT),
+        lb_policy: cluster::LbPolicy::RoundRobin as i32,
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        ..Default::default()
+    };
+    c.typed_extension_protocol_options.insert(
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(),
+        Any { type_url: HttpProtocolOptions::type_url(), value: prost::Message::encode_to_vec(&opts) },
+    );
     c
 }
 

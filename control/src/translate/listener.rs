@@ -6,10 +6,14 @@ use std::net::IpAddr;
 
 use prost::Name;
 use weft_xds_protos::envoy::config::core::v3::{CidrRange, Http1ProtocolOptions};
+use weft_xds_protos::envoy::config::core::v3::{
+    GrpcService, TrafficDirection, TypedExtensionConfig, grpc_service,
+};
 use weft_xds_protos::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
 };
 use weft_xds_protos::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+use weft_xds_protos::envoy::config::trace::v3::{OpenTelemetryConfig, tracing as trace_provider};
 use weft_xds_protos::envoy::extensions::filters::http::router::v3::Router;
 use weft_xds_protos::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use weft_xds_protos::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
@@ -17,11 +21,16 @@ use weft_xds_protos::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
 };
 use weft_xds_protos::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+use weft_xds_protos::envoy::extensions::tracers::opentelemetry::samplers::v3::{
+    ParentBasedSamplerConfig, TraceIdRatioBasedSamplerConfig,
+};
+use weft_xds_protos::envoy::r#type::v3::Percent;
+use weft_xds_protos::envoy::r#type::v3::{FractionalPercent, fractional_percent};
 use weft_xds_protos::google::protobuf::{Any, BoolValue, UInt32Value};
 
 use super::endpoint::socket;
 use super::rbac::{Authz, Chain};
-use super::{MeshOptions, ProxyNode, SplitTable, cluster, names, route, split, tls};
+use super::{MeshOptions, ProxyNode, SplitTable, TraceOptions, cluster, names, route, split, tls};
 use crate::model::{MeshState, Protocol, Service, ServicePort, resolve_endpoints};
 
 /// A message as an `Any`.
@@ -238,6 +247,21 @@ pub(crate) fn inbound_services<'a>(
     InboundServices { ports }
 }
 
+/// [`inbound_services`] from an [`InboundIndex`](super::InboundIndex) lookup.
+pub(crate) fn inbound_services_from<'a>(
+    state: &'a MeshState,
+    entries: &[super::inbound::InboundEntry],
+) -> InboundServices<'a> {
+    let ports = entries
+        .iter()
+        .filter_map(|(key, i, target)| {
+            let svc = state.services.get(key)?;
+            Some((svc, svc.ports.get(*i)?, *target))
+        })
+        .collect();
+    InboundServices { ports }
+}
+
 /// The inbound listener at `podIP:4143`: the request's authority picks the
 /// service port, and so the app port; with one app port, anything goes there.
 pub(crate) fn inbound(node: &ProxyNode, services: &InboundServices<'_>) -> Listener {
@@ -359,4 +383,83 @@ pub(crate) fn inbound_mtls(
         filter_chains,
         ..Default::default()
     })
+}
+
+/// Turns tracing on in every HTTP connection manager of `listener`: the OpenTelemetry tracer,
+/// exporting to [`cluster::OTEL_COLLECTOR_CLUSTER`] as `node.id`, sampling new traces at the
+/// configured rate (a sampled parent is always followed). The listener's traffic direction
+/// makes Envoy's spans CLIENT (outbound, egress) or SERVER (inbound, ingress).
+pub(crate) fn with_tracing(listener: &mut Listener, node: &ProxyNode, opts: &TraceOptions) {
+    let mut traced = false;
+    let chains = listener.filter_chains.iter_mut().chain(listener.default_filter_chain.as_mut());
+    for filter in chains.flat_map(|c| c.filters.iter_mut()) {
+        let Some(filter::ConfigType::TypedConfig(any)) = &mut filter.config_type else { continue };
+        if any.type_url != HttpConnectionManager::type_url() {
+            continue;
+        }
+        // Built above from our own encoding: it always decodes.
+        let Ok(mut hcm) = <HttpConnectionManager as prost::Message>::decode(any.value.as_slice()) else {
+            continue;
+        };
+        hcm.tracing = Some(tracing_config(node, opts));
+        *any = self::any(&hcm);
+        traced = true;
+    }
+    if traced {
+        let direction = if listener.name == names::INBOUND {
+            TrafficDirection::Inbound
+        } else {
+            TrafficDirection::Outbound
+        };
+        listener.traffic_direction = direction as i32;
+    }
+}
+
+/// OpenTelemetry's `ParentBased(TraceIdRatioBased(rate))`: a request whose parent made a
+/// decision keeps it; a new trace is sampled at the configured rate.
+fn parent_based_sampler(opts: &TraceOptions) -> TypedExtensionConfig {
+    let ratio = TraceIdRatioBasedSamplerConfig {
+        sampling_percentage: Some(FractionalPercent {
+            numerator: opts.sampling.per_million(),
+            denominator: fractional_percent::DenominatorType::Million as i32,
+        }),
+    };
+    let parent_based = ParentBasedSamplerConfig {
+        wrapped_sampler: Some(TypedExtensionConfig {
+            name: "envoy.tracers.opentelemetry.samplers.trace_id_ratio_based".into(),
+            typed_config: Some(any(&ratio)),
+        }),
+    };
+    TypedExtensionConfig {
+        name: "envoy.tracers.opentelemetry.samplers.parent_based".into(),
+        typed_config: Some(any(&parent_based)),
+    }
+}
+
+/// An HTTP connection manager's tracing: OpenTelemetry over gRPC to the collector cluster.
+fn tracing_config(node: &ProxyNode, opts: &TraceOptions) -> http_connection_manager::Tracing {
+    let otel = OpenTelemetryConfig {
+        grpc_service: Some(GrpcService {
+            target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(grpc_service::EnvoyGrpc {
+                cluster_name: cluster::OTEL_COLLECTOR_CLUSTER.into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }),
+        service_name: node.id.clone(),
+        sampler: Some(parent_based_sampler(opts)),
+        ..Default::default()
+    };
+    http_connection_manager::Tracing {
+        // The sampler decides (a sampled parent is followed, else the rate); Envoy's own
+        // random sampling, which would also drop requests whose parent is sampled, lets all through.
+        random_sampling: Some(Percent { value: 100.0 }),
+        provider: Some(weft_xds_protos::envoy::config::trace::v3::tracing::Http {
+            name: "envoy.tracers.opentelemetry".into(),
+            config_type: Some(trace_provider::http::ConfigType::TypedConfig(any(&otel))),
+        }),
+        // `spawn_upstream_span` stays unset: one span per hop, the connection manager's, which is
+        // the parent the next hop sees.
+        ..Default::default()
+    }
 }

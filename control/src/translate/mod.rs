@@ -4,6 +4,7 @@
 
 mod cluster;
 mod endpoint;
+mod inbound;
 mod listener;
 pub mod names;
 mod rbac;
@@ -12,7 +13,7 @@ mod split;
 mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use weft_xds_protos::envoy::config::cluster::v3::Cluster;
 use weft_xds_protos::envoy::config::endpoint::v3::ClusterLoadAssignment;
@@ -21,7 +22,9 @@ use weft_xds_protos::envoy::config::route::v3::{RouteConfiguration, route::Actio
 
 use crate::model::MeshState;
 
+pub use cluster::OTEL_COLLECTOR_CLUSTER;
 pub use endpoint::encode_load_assignment;
+pub use inbound::InboundIndex;
 pub use split::{SplitStatus, SplitTable};
 
 /// Default port of a proxy's inbound listener (Linkerd's).
@@ -82,11 +85,83 @@ pub struct MeshOptions {
     pub authz: AuthzMode,
     /// The SPIFFE trust domain of workload identities.
     pub trust_domain: String,
+    /// Distributed tracing (`--trace-collector`); `None` puts no tracing config in xDS at all.
+    pub tracing: Option<TraceOptions>,
 }
 
 impl Default for MeshOptions {
     fn default() -> Self {
-        MeshOptions { mtls: true, authz: AuthzMode::Permissive, trust_domain: "cluster.local".to_owned() }
+        MeshOptions {
+            mtls: true,
+            authz: AuthzMode::Permissive,
+            trust_domain: "cluster.local".to_owned(),
+            tracing: None,
+        }
+    }
+}
+
+/// Where proxies (and the control plane) send spans, and how many new traces they start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct TraceOptions {
+    /// The OTLP/gRPC collector (plaintext). Every HTTP connection manager exports to it
+    /// through the static cluster [`OTEL_COLLECTOR_CLUSTER`].
+    pub collector: SocketAddr,
+    /// The share of requests without a sampled parent that start a trace.
+    pub sampling: Sampling,
+}
+
+/// A sampling rate, kept in parts per million so options stay `Eq` and `Hash`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Sampling(u32);
+
+impl Sampling {
+    /// `--trace-sampling`'s default: one request in a hundred.
+    pub const DEFAULT_PERCENT: f64 = 1.0;
+    const PER_MILLION_PER_PERCENT: f64 = 10_000.0;
+
+    /// A rate from a percentage in `0..=100`.
+    pub fn from_percent(percent: f64) -> Result<Sampling, String> {
+        if !(0.0..=100.0).contains(&percent) {
+            return Err(format!("sampling rate {percent} is not a percentage between 0 and 100"));
+        }
+        // In range, so the product fits a u32.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Ok(Sampling((percent * Self::PER_MILLION_PER_PERCENT).round() as u32))
+    }
+
+    /// The rate in parts per million.
+    pub fn per_million(self) -> u32 {
+        self.0
+    }
+
+    /// The rate as a percentage.
+    pub fn percent(self) -> f64 {
+        f64::from(self.0) / Self::PER_MILLION_PER_PERCENT
+    }
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling((Self::DEFAULT_PERCENT * Self::PER_MILLION_PER_PERCENT) as u32)
+    }
+}
+
+impl std::fmt::Display for Sampling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.percent())
+    }
+}
+
+impl std::str::FromStr for Sampling {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let percent: f64 = s
+            .trim()
+            .trim_end_matches('%')
+            .parse()
+            .map_err(|_| format!("sampling rate {s:?} is not a number (a percentage, e.g. 1 or 0.5)"))?;
+        Sampling::from_percent(percent)
     }
 }
 
@@ -160,8 +235,30 @@ pub fn translate_proxy(
     node: &ProxyNode,
     opts: &MeshOptions,
 ) -> ProxyResources {
-    let inbound = listener::inbound_services(state, node, opts);
-    let clusters = inbound
+    proxy_resources(state, splits, node, opts, listener::inbound_services(state, node, opts))
+}
+
+/// [`translate_proxy`] with the service ports the proxy's pod IP serves looked up in
+/// `index` (built once per mesh state) rather than searched for: same result, far cheaper.
+pub fn translate_proxy_indexed(
+    state: &MeshState,
+    splits: &SplitTable,
+    index: &InboundIndex,
+    node: &ProxyNode,
+    opts: &MeshOptions,
+) -> ProxyResources {
+    let inbound = listener::inbound_services_from(state, index.get(node.pod_ip));
+    proxy_resources(state, splits, node, opts, inbound)
+}
+
+fn proxy_resources(
+    state: &MeshState,
+    splits: &SplitTable,
+    node: &ProxyNode,
+    opts: &MeshOptions,
+    inbound: listener::InboundServices<'_>,
+) -> ProxyResources {
+    let mut clusters: Vec<Cluster> = inbound
         .target_ports_http()
         .into_iter()
         .map(|(port, http)| cluster::inbound(node.pod_ip, port, http))
@@ -175,6 +272,10 @@ pub fn translate_proxy(
     }
     if !node.transparent {
         listeners.extend(listener::local_tcp(state, splits, node));
+    }
+    if let Some(tracing) = &opts.tracing {
+        listeners.iter_mut().for_each(|l| listener::with_tracing(l, node, tracing));
+        clusters.push(cluster::otel_collector(tracing.collector));
     }
     ProxyResources { listeners, clusters }
 }
@@ -245,6 +346,8 @@ pub fn route_clusters(rc: &RouteConfiguration) -> impl Iterator<Item = &str> {
 mod tests;
 #[cfg(test)]
 mod tests_mtls;
+#[cfg(test)]
+mod tests_tracing;
 
 /// The outbound RouteConfiguration as seen from one namespace.
 pub fn outbound_routes_for(state: &MeshState, splits: &SplitTable, namespace: &str) -> RouteConfiguration {

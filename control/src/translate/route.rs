@@ -21,12 +21,25 @@ pub(crate) fn outbound(state: &MeshState, splits: &SplitTable, client_ns: &str) 
             virtual_hosts.push(VirtualHost {
                 name: format!("{}:{}", names::fqdn(&svc.key), port.port),
                 domains: names::unique(names::domains(svc, port.port, client_ns), &mut seen),
-                routes: with_policy(service_routes(state, splits, svc, port), &svc.policy),
+                routes: with_stat_prefix(with_policy(service_routes(state, splits, svc, port), &svc.policy)),
                 ..Default::default()
             });
         }
     }
     RouteConfiguration { name: names::OUTBOUND.to_string(), virtual_hosts, ..Default::default() }
+}
+
+/// Names each forwarding route's stats after the route, so Envoy keeps per-route stats
+/// (`vhost.<virtual host>.route.<route name>.upstream_rq_*`, what `weft stat route/` reads;
+/// without a `stat_prefix` it keeps none). weft-proxy labels its upstream series with the route
+/// name itself. Direct responses have no upstream stats.
+fn with_stat_prefix(mut routes: Vec<Route>) -> Vec<Route> {
+    for r in &mut routes {
+        if matches!(r.action, Some(route::Action::Route(_))) {
+            r.stat_prefix.clone_from(&r.name);
+        }
+    }
+    routes
 }
 
 /// A route that matches every request.

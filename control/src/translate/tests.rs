@@ -493,3 +493,39 @@ fn opaque_tcp_services_get_a_local_listener_on_the_pod_ip() {
     node.transparent = true;
     assert_eq!(names(&node), vec!["outbound", "inbound"], "redirected traffic uses the outbound listener");
 }
+
+#[test]
+fn forwarding_routes_keep_per_route_stats_named_after_the_route() {
+    let mut mesh = fix_labels(payments()).split("payments", "s", "payment-svc", &[("payment-v2", 1000)], 1);
+    let split = mesh.0.traffic_splits.get_mut(&Key::new("payments", "s")).unwrap();
+    split.matches = vec![RouteRef { kind: Kind::HttpRouteGroup, name: "beta".into(), matches: vec![] }];
+    mesh.0.http_route_groups.insert(
+        Key::new("payments", "beta"),
+        HttpRouteGroup {
+            key: Key::new("payments", "beta"),
+            matches: vec![HttpMatch {
+                name: "beta-users".into(),
+                path_regex: Some("/pay/.*".into()),
+                methods: vec![],
+                headers: BTreeMap::new(),
+            }],
+        },
+    );
+    let out = translate_mesh(&mesh.0, &MeshOptions::plaintext());
+    let rc = &out.outbound_routes["payments"];
+    let named: Vec<(&str, &str)> =
+        vhost_routes(rc, ROOT_VHOST).iter().map(|r| (r.name.as_str(), r.stat_prefix.as_str())).collect();
+    assert_eq!(named, [("split/s/beta-users", "split/s/beta-users"), ("default", "default")]);
+    // Every forwarding route of every virtual host has one.
+    for vh in &rc.virtual_hosts {
+        for r in vh.routes.iter().filter(|r| matches!(r.action, Some(route::Action::Route(_)))) {
+            assert_eq!(r.stat_prefix, r.name, "{}: {r:?}", vh.name);
+        }
+    }
+    // A split without a backend that can take traffic answers itself: no upstream, no stats.
+    let empty = fix_labels(payments()).split("payments", "s", "payment-svc", &[("nope", 1)], 1);
+    let out = translate_mesh(&empty.0, &MeshOptions::plaintext());
+    let routes = vhost_routes(&out.outbound_routes["payments"], ROOT_VHOST);
+    assert_eq!(action(&routes[0]), Err(503));
+    assert_eq!(routes[0].stat_prefix, "");
+}

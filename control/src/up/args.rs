@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use super::demo::{DemoApp, DemoCall, DemoConfig};
 use super::plan::ProxyMode;
-use super::{UpConfig, UpError, UpSecurity};
+use super::{UpConfig, UpError, UpSecurity, UpTracing};
 use crate::identity::parse_duration;
-use crate::translate::AuthzMode;
+use crate::translate::{AuthzMode, Sampling};
 
 /// Run a manifest directory's mesh locally: control plane, demo apps, a proxy per
 /// meshed pod, steady traffic through the entry workload and a live view.
@@ -59,6 +59,21 @@ pub struct UpArgs {
     /// Seconds the proxies may take to become ready.
     #[arg(long, env = "WEFT_UP_READY_TIMEOUT", default_value_t = 60)]
     pub ready_timeout: u64,
+    /// OTLP/gRPC collector (plaintext), HOST:PORT, resolved once at start: every proxy of the
+    /// run (weft-proxy and Envoy, configured over xDS) and the control plane export spans
+    /// there, as with `weft control --trace-collector`. Unset: no tracing.
+    #[arg(long, env = "WEFT_TRACE_COLLECTOR", value_name = "HOST:PORT", help_heading = "Tracing")]
+    pub trace_collector: Option<String>,
+    /// Percentage (0 to 100) of new traces sampled; a request whose caller decided (the
+    /// sampled flag of `traceparent` or B3) keeps that decision.
+    #[arg(
+        long,
+        env = "WEFT_TRACE_SAMPLING",
+        value_name = "PERCENT",
+        default_value_t = Sampling::default(),
+        help_heading = "Tracing"
+    )]
+    pub trace_sampling: Sampling,
 }
 
 impl UpArgs {
@@ -76,6 +91,9 @@ impl UpArgs {
             proxy_bin: self.proxy_bin,
             agent_bin: self.agent_bin,
             ready_timeout: Duration::from_secs(self.ready_timeout),
+            tracing: self
+                .trace_collector
+                .map(|collector| UpTracing { collector, sampling: self.trace_sampling }),
             security: (!self.insecure_plaintext).then(|| UpSecurity {
                 ca_dir: run_dir.join("ca"),
                 cert_lifetime: self.cert_lifetime,

@@ -28,6 +28,7 @@ pub mod process;
 
 mod args;
 mod run;
+mod scrape;
 mod stats;
 mod status;
 mod tally;
@@ -71,6 +72,17 @@ pub struct UpConfig {
     pub run_dir: PathBuf,
     /// mTLS and authorization; `None` runs everything in plaintext (`--insecure-plaintext`).
     pub security: Option<UpSecurity>,
+    /// Distributed tracing (`--trace-collector`); `None`: none.
+    pub tracing: Option<UpTracing>,
+}
+
+/// Where the run's proxies and control plane send spans (docs/tracing.md).
+#[derive(Debug, Clone)]
+pub struct UpTracing {
+    /// The OTLP/gRPC collector, `HOST:PORT`, resolved when the run starts.
+    pub collector: String,
+    /// The share of new traces sampled.
+    pub sampling: crate::translate::Sampling,
 }
 
 /// How `weft up` secures the mesh.

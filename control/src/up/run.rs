@@ -19,6 +19,7 @@ use crate::translate::MeshOptions;
 use super::demo::{DemoApp, DemoCall, DemoConfig};
 use super::plan::{Plan, ProxyKind, Workload, demo_calls};
 use super::process::{self, Children, OUTBOUND_PORT, WorkloadIdentity};
+use super::scrape::{self, History};
 use super::status::{ControlStatus, SplitView};
 use super::tally::{Event, Recorder, Tally};
 use super::traffic::{Target, Traffic, warm_up};
@@ -99,11 +100,14 @@ struct Sources<'a> {
     mtls: bool,
     control: watch::Receiver<ControlStatus>,
     splits: watch::Receiver<Arc<Vec<SplitView>>>,
+    /// The proxies' metrics, scraped every second.
+    proxies: watch::Receiver<Arc<History>>,
 }
 
 impl Sources<'_> {
     /// The view of the window ending at second `end`.
     fn view(&self, tally: &Tally, children: &Children, end: u64) -> View {
+        let history = self.proxies.borrow().clone();
         let rows = self.plan.workloads.iter().enumerate().map(|(i, w)| {
             let exited = children.procs().iter().filter(|p| p.workload == i).find_map(|p| {
                 p.exited().map(|s| format!("{} exited ({s})", if p.agent { "agent" } else { "proxy" }))
@@ -113,6 +117,7 @@ impl Sources<'_> {
                 proxy: w.proxy.map_or("-", ProxyKind::as_str).to_owned(),
                 note: exited,
                 handled: tally.handled(i, end),
+                proxies: scrape::figures(&history, i),
             }
         });
         let mut control = self.control.borrow().clone();
@@ -124,7 +129,7 @@ impl Sources<'_> {
             security: self.security.clone(),
             control,
             rows: rows.collect(),
-            splits: split_rows(&self.splits.borrow(), tally, end),
+            splits: split_rows(&self.splits.borrow(), tally, end, &history),
             entry: self.plan.workloads[self.entry].name().to_owned(),
             sent: tally.sent(end),
             total_sent: tally.total_sent,
@@ -308,15 +313,34 @@ fn start_proxies(
     Ok(())
 }
 
+/// The control plane's tracing options: the collector resolved, as `weft control` does.
+async fn trace_options(t: &super::UpTracing) -> Result<crate::translate::TraceOptions, UpError> {
+    let collector = tokio::net::lookup_host(t.collector.as_str())
+        .await
+        .map_err(|e| {
+            UpError::Config(format!("--trace-collector {:?}: expected HOST:PORT ({e})", t.collector))
+        })?
+        .next()
+        .ok_or_else(|| {
+            UpError::Config(format!("--trace-collector {:?}: the host has no address", t.collector))
+        })?;
+    Ok(crate::translate::TraceOptions { collector, sampling: t.sampling })
+}
+
 /// Runs `weft up` until a signal or the end of `config.duration`.
 pub async fn run(config: UpConfig) -> Result<Outcome, UpError> {
     let mut stop = Stop::install()?;
     let prepared = prepare(&config)?;
-    let mesh = match &config.security {
+    let mut mesh = match &config.security {
         Some(s) => MeshOptions { authz: s.authz, ..MeshOptions::default() },
         None => MeshOptions::plaintext(),
     };
+    mesh.tracing = match &config.tracing {
+        Some(t) => Some(trace_options(t).await?),
+        None => None,
+    };
     let trust_domain = mesh.trust_domain.clone();
+    let mesh_tracing = mesh.tracing;
     let security_note = match &config.security {
         Some(s) => format!("mTLS on, authz {}", authz_name(s.authz)),
         None => "mTLS off (--insecure-plaintext)".to_owned(),
@@ -342,6 +366,12 @@ pub async fn run(config: UpConfig) -> Result<Outcome, UpError> {
         control.admin_addr,
         config.run_dir.display()
     ));
+    if let Some(t) = &mesh_tracing {
+        say(&format!(
+            "  tracing: every proxy and the control plane export spans to {} (OTLP/gRPC), {} % of new traces sampled\n",
+            t.collector, t.sampling
+        ));
+    }
     match &config.security {
         Some(s) => say(&format!(
             "  mTLS on every hop: CA in {}; workload certificates last {} (renewed at 70 %); authorization {}{}; \
@@ -416,6 +446,15 @@ pub async fn run(config: UpConfig) -> Result<Outcome, UpError> {
     let (control_status, control_task) = status::watch_control(control.admin_addr);
     let keys: Vec<Key> = plan.workloads.iter().map(|w| w.key.clone()).collect();
     let (splits, splits_task) = status::watch_splits(config.manifests.clone(), keys);
+    let (proxies, proxies_task) =
+        scrape::watch_proxies(plan.workloads.iter().map(|w| w.proxy.map(|_| w.ip)).collect());
+    say(&commands(
+        plan,
+        entry,
+        &splits.borrow(),
+        control.admin_addr,
+        config.security.as_ref().map(|s| &s.ca_dir),
+    ));
     let sources = Sources {
         plan,
         entry,
@@ -423,6 +462,7 @@ pub async fn run(config: UpConfig) -> Result<Outcome, UpError> {
         mtls: config.security.is_some(),
         control: control_status,
         splits,
+        proxies,
     };
     let mut screen = Screen { tty: std::io::stdout().is_terminal(), last_lines: 0 };
     let mut tick = tokio::time::interval_at((origin + Duration::from_secs(1)).into(), Duration::from_secs(1));
@@ -456,6 +496,7 @@ pub async fn run(config: UpConfig) -> Result<Outcome, UpError> {
     screen.draw(&format!("=== final summary ===\n{}", render(&sources.view(&tally, &children, end))));
     control_task.abort();
     splits_task.abort();
+    proxies_task.abort();
     let running = children.shutdown();
     control.shutdown().await;
     say(&format!(
@@ -463,6 +504,41 @@ pub async fn run(config: UpConfig) -> Result<Outcome, UpError> {
         config.run_dir.display()
     ));
     Ok(if proxy_exited { Outcome::ProxyExited } else { Outcome::Stopped })
+}
+
+/// The `weft stat` and `weft tap` commands that look at this run, one per line.
+fn commands(
+    plan: &Plan,
+    entry: usize,
+    splits: &[SplitView],
+    admin: SocketAddr,
+    ca_dir: Option<&PathBuf>,
+) -> String {
+    let mut out = String::from(
+        "look closer from another terminal (the `in ...` and `proxies` columns are weft stat's figures):\n",
+    );
+    for s in splits {
+        out.push_str(&format!(
+            "  weft stat trafficsplit/{} -n {} --admin {admin}\n",
+            s.name.rsplit('/').next().unwrap_or(&s.name),
+            s.namespace
+        ));
+    }
+    // The entry's app gets the traffic loop's requests directly, past its proxy.
+    let callee = plan.workloads.iter().enumerate().find(|(i, w)| *i != entry && w.proxy.is_some());
+    if let Some((_, w)) = callee {
+        out.push_str(&format!("  weft stat workload/{} -n {} --admin {admin}\n", w.name(), w.key.namespace));
+        if let Some(ca_dir) = ca_dir {
+            out.push_str(&format!(
+                "  weft tap workload/{} -n {} --admin {admin} --ca-dir {}\n",
+                w.name(),
+                w.key.namespace,
+                ca_dir.display()
+            ));
+        }
+    }
+    out.push('\n');
+    out
 }
 
 fn authz_name(mode: crate::translate::AuthzMode) -> &'static str {

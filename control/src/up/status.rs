@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::model::{Key, MeshState};
 use crate::source::ManifestDir;
+use crate::translate::names::outbound_cluster;
 
 /// The control plane as its `/metrics` shows it; `None` until scraped.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -72,6 +73,8 @@ pub(crate) fn watch_control(admin: SocketAddr) -> (watch::Receiver<ControlStatus
 pub(crate) struct SplitView {
     /// `namespace/name`, or just the name in the only namespace.
     pub(crate) name: String,
+    /// Its namespace.
+    pub(crate) namespace: String,
     /// Its backends, in order.
     pub(crate) backends: Vec<BackendView>,
 }
@@ -85,6 +88,8 @@ pub(crate) struct BackendView {
     pub(crate) weight_milli: u64,
     /// The workloads (plan indices) whose pods the backend service selects.
     pub(crate) workloads: Vec<usize>,
+    /// Its clients' clusters (`outbound|<port>||<service fqdn>`, one per port).
+    pub(crate) clusters: Vec<String>,
 }
 
 /// The splits of `state`, with their backends mapped to the workloads `keys` lists (by index).
@@ -98,17 +103,28 @@ pub(crate) fn splits(state: &MeshState, keys: &[Key]) -> Vec<SplitView> {
         .values()
         .map(|split| SplitView {
             name: if one_namespace { split.key.name.clone() } else { split.key.to_string() },
+            namespace: split.key.namespace.clone(),
             backends: split
                 .backends
                 .iter()
                 .map(|b| {
-                    let svc = state.services.get(&Key::new(&split.key.namespace, &b.service));
+                    let key = Key::new(&split.key.namespace, &b.service);
+                    let svc = state.services.get(&key);
+                    let clusters = svc
+                        .iter()
+                        .flat_map(|svc| svc.ports.iter().map(|p| outbound_cluster(&key, p.port)))
+                        .collect();
                     let workloads = svc
                         .into_iter()
                         .flat_map(|svc| state.selected_pods(svc))
                         .filter_map(|pod| keys.iter().position(|k| *k == pod.key))
                         .collect();
-                    BackendView { service: b.service.clone(), weight_milli: b.weight_milli, workloads }
+                    BackendView {
+                        service: b.service.clone(),
+                        weight_milli: b.weight_milli,
+                        workloads,
+                        clusters,
+                    }
                 })
                 .collect(),
         })
@@ -183,5 +199,7 @@ mod tests {
         assert_eq!(b, [("payment-v1", 950), ("payment-v2", 50)]);
         let v2 = keys.iter().position(|k| k.name == "payment-v2");
         assert_eq!(v[0].backends[1].workloads, v2.into_iter().collect::<Vec<_>>());
+        assert_eq!(v[0].namespace, "payments");
+        assert_eq!(v[0].backends[1].clusters, ["outbound|8080||payment-v2.payments.svc.cluster.local"]);
     }
 }

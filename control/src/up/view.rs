@@ -1,9 +1,15 @@
 //! The live view: one block of text per second, built from the tally, the proxies'
-//! state, the control plane's status and the splits. Rendering is a pure function.
+//! state and metrics, the control plane's status and the splits. Rendering is a pure
+//! function.
+//!
+//! Two views side by side: the traffic loop's and the demo apps' own tally (what the
+//! client observed), and the proxies' (their Prometheus series, as `weft stat` reads them:
+//! the `in ...` columns and the `proxies` share).
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use super::scrape::{self, Figures, History};
 use super::stats::Summary;
 use super::status::{ControlStatus, SplitView};
 use super::tally::{Tally, WINDOW_SECS};
@@ -18,6 +24,8 @@ pub(crate) struct Row {
     pub(crate) note: Option<String>,
     /// What its demo app handled in the window.
     pub(crate) handled: Summary,
+    /// What its proxy counted as received in the window (its metrics).
+    pub(crate) proxies: Option<Figures>,
 }
 
 /// One split's lines.
@@ -37,6 +45,8 @@ pub(crate) struct BackendShare {
     pub(crate) last_second: Option<f64>,
     /// As the weights say.
     pub(crate) weight: Option<f64>,
+    /// Observed over the window by the proxies' per-cluster metrics.
+    pub(crate) proxies: Option<f64>,
 }
 
 /// Everything one block shows.
@@ -58,8 +68,9 @@ pub(crate) struct View {
 }
 
 /// Shares of each split's backends, observed (loop answers whose chain names one of
-/// the backend's workloads) and configured (weights), for the window ending at `end`.
-pub(crate) fn split_rows(splits: &[SplitView], tally: &Tally, end: u64) -> Vec<SplitRow> {
+/// the backend's workloads, and the proxies' metrics in `history`) and configured (weights),
+/// for the window ending at `end`.
+pub(crate) fn split_rows(splits: &[SplitView], tally: &Tally, end: u64, history: &History) -> Vec<SplitRow> {
     let percent = |part: u64, total: u64| (total > 0).then(|| 100.0 * part as f64 / total as f64);
     let observed = |s: &SplitView, secs: u64| -> Vec<Option<f64>> {
         let seen: Vec<u64> = s
@@ -76,6 +87,7 @@ pub(crate) fn split_rows(splits: &[SplitView], tally: &Tally, end: u64) -> Vec<S
             let weight_total: u64 = s.backends.iter().map(|b| b.weight_milli).sum();
             let window = observed(s, WINDOW_SECS);
             let last_second = observed(s, 1);
+            let proxies = scrape::shares(history, s);
             SplitRow {
                 name: s.name.clone(),
                 backends: s
@@ -87,6 +99,7 @@ pub(crate) fn split_rows(splits: &[SplitView], tally: &Tally, end: u64) -> Vec<S
                         window: window[i],
                         last_second: last_second[i],
                         weight: percent(b.weight_milli, weight_total),
+                        proxies: proxies[i],
                     })
                     .collect(),
             }
@@ -137,18 +150,25 @@ pub(crate) fn render(v: &View) -> String {
     let width = v.rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max("workload".len());
     let _ = writeln!(
         out,
-        "  {:<width$}  {:<5}  {:>7}  {:>8}  {:>9}",
-        "workload", "proxy", "req/s", "success", "p99"
+        "  {:<width$}  {:<5}  {:>7}  {:>8}  {:>9}  | {:>8}  {:>10}  {:>9}",
+        "workload", "proxy", "req/s", "success", "p99", "in req/s", "in success", "in p99"
     );
     for r in &v.rows {
+        let (in_rps, in_success, in_p99) = match &r.proxies {
+            Some(f) => (format!("{:.1}", f.rps), pct(f.success), ms(f.p99)),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
         let _ = write!(
             out,
-            "  {:<width$}  {:<5}  {:>7.1}  {:>8}  {:>9}",
+            "  {:<width$}  {:<5}  {:>7.1}  {:>8}  {:>9}  | {:>8}  {:>10}  {:>9}",
             r.name,
             r.proxy,
             r.handled.rps(),
             pct(r.handled.success_percent()),
-            ms(r.handled.p99)
+            ms(r.handled.p99),
+            in_rps,
+            in_success,
+            in_p99,
         );
         if let Some(note) = &r.note {
             let _ = write!(out, "  {note}");
@@ -159,11 +179,17 @@ pub(crate) fn render(v: &View) -> String {
         let title = format!("split {}", s.name);
         let sw = s.backends.iter().map(|b| b.service.len() + 2).chain([title.len()]).max().unwrap_or(0);
         let window = format!("last {}s", v.sent.seconds);
-        let _ = writeln!(out, "  {title:<sw$}  {window:>9}  {:>9}  {:>9}", "last 1s", "weight");
+        let _ =
+            writeln!(out, "  {title:<sw$}  {window:>9}  {:>9}  {:>9}  {:>9}", "last 1s", "weight", "proxies");
         for b in &s.backends {
-            let (name, w, l, wt) =
-                (format!("  {}", b.service), pct(b.window), pct(b.last_second), pct(b.weight));
-            let _ = writeln!(out, "  {name:<sw$}  {w:>9}  {l:>9}  {wt:>9}");
+            let (name, w, l, wt, px) = (
+                format!("  {}", b.service),
+                pct(b.window),
+                pct(b.last_second),
+                pct(b.weight),
+                pct(b.proxies),
+            );
+            let _ = writeln!(out, "  {name:<sw$}  {w:>9}  {l:>9}  {wt:>9}  {px:>9}");
         }
     }
     let _ = writeln!(
@@ -198,12 +224,24 @@ mod tests {
         }
         let split = SplitView {
             name: "payment-split".into(),
+            namespace: "payments".into(),
             backends: vec![
-                BackendView { service: "payment-v1".into(), weight_milli: 950, workloads: vec![1] },
-                BackendView { service: "payment-v2".into(), weight_milli: 50, workloads: vec![2] },
+                BackendView {
+                    service: "payment-v1".into(),
+                    weight_milli: 950,
+                    workloads: vec![1],
+                    clusters: vec![],
+                },
+                BackendView {
+                    service: "payment-v2".into(),
+                    weight_milli: 50,
+                    workloads: vec![2],
+                    clusters: vec![],
+                },
             ],
         };
-        let split_rows_at = |t: &Tally, end| split_rows(std::slice::from_ref(&split), t, end);
+        let none = History::new();
+        let split_rows_at = |t: &Tally, end| split_rows(std::slice::from_ref(&split), t, end, &none);
         let rows = split_rows_at(&t, 1);
         let b = &rows[0].backends;
         assert_eq!((b[0].service.as_str(), b[0].window, b[0].weight), ("payment-v1", Some(95.0), Some(95.0)));
@@ -211,7 +249,8 @@ mod tests {
         // Every request fell in second 0, the last second before end = 1.
         assert_eq!(b[1].last_second, Some(5.0));
         assert_eq!(split_rows_at(&t, 5)[0].backends[1].last_second, None, "nothing in second 4");
-        assert_eq!(split_rows(&[], &t, 1), vec![]);
+        assert_eq!(b[1].proxies, None, "no scrape yet");
+        assert_eq!(split_rows(&[], &t, 1, &none), vec![]);
     }
 
     #[test]
@@ -228,12 +267,23 @@ mod tests {
                 certificates_issued: Some(4),
             },
             rows: vec![
-                Row { name: "frontend".into(), proxy: "envoy".into(), note: None, handled: handled.clone() },
+                Row {
+                    name: "frontend".into(),
+                    proxy: "envoy".into(),
+                    note: None,
+                    handled: handled.clone(),
+                    proxies: Some(Figures {
+                        rps: 49.9,
+                        success: Some(100.0),
+                        p99: Some(Duration::from_micros(4_500)),
+                    }),
+                },
                 Row {
                     name: "payment-v2".into(),
                     proxy: "weft".into(),
                     note: Some("exited (signal: 9)".into()),
                     handled: Summary::default(),
+                    proxies: None,
                 },
             ],
             splits: vec![SplitRow {
@@ -244,12 +294,14 @@ mod tests {
                         window: Some(95.2),
                         last_second: Some(100.0),
                         weight: Some(95.0),
+                        proxies: Some(95.0),
                     },
                     BackendShare {
                         service: "payment-v2".into(),
                         window: Some(4.8),
                         last_second: None,
                         weight: Some(5.0),
+                        proxies: None,
                     },
                 ],
             }],
@@ -267,15 +319,22 @@ mod tests {
         );
         assert_eq!(
             lines[2].split_whitespace().collect::<Vec<_>>(),
-            ["frontend", "envoy", "50.0", "100.0", "%", "4.21", "ms"]
+            [
+                "frontend", "envoy", "50.0", "100.0", "%", "4.21", "ms", "|", "49.9", "100.0", "%", "4.50",
+                "ms"
+            ]
         );
         assert!(
             lines[3].starts_with("  payment-v2  weft ") && lines[3].ends_with("exited (signal: 9)"),
             "{text}"
         );
-        assert_eq!(lines[4], "  split payment-split   last 10s    last 1s     weight");
-        assert_eq!(lines[5], "    payment-v1            95.2 %    100.0 %     95.0 %");
-        assert_eq!(lines[6], "    payment-v2             4.8 %          -      5.0 %");
+        assert_eq!(
+            lines[3].split_whitespace().take(6).collect::<Vec<_>>(),
+            ["payment-v2", "weft", "0.0", "-", "-", "|"]
+        );
+        assert_eq!(lines[4], "  split payment-split   last 10s    last 1s     weight    proxies");
+        assert_eq!(lines[5], "    payment-v1            95.2 %    100.0 %     95.0 %     95.0 %");
+        assert_eq!(lines[6], "    payment-v2             4.8 %          -      5.0 %          -");
         assert!(
             lines[7].contains("50.0 req/s, 100.0 % ok, p99 4.21 ms (last 10 s) · 600 sent, 0 failed"),
             "{text}"

@@ -13,6 +13,7 @@ pub mod registry;
 mod service;
 mod sotw;
 mod stream;
+pub mod trace;
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ use crate::metrics::Metrics;
 pub use node::{NodeError, proxy_node};
 pub use registry::{NackReport, ProxyReport, Registry, TypeReport};
 pub use service::{XdsServer, routes};
+pub use trace::PushTracer;
 
 /// What every stream needs: the snapshot feed, the registry and metrics.
 #[derive(Debug, Clone)]
@@ -37,6 +39,8 @@ pub struct XdsContext {
     /// `Some` when xDS is served over TLS: every stream and fetch must then present a client
     /// certificate whose identity matches its node. `None` serves anyone (plaintext).
     pub client_auth: Option<ClientAuth>,
+    /// `Some` with `--trace-collector`: a span per push per proxy.
+    pub push_tracer: Option<trace::PushTracer>,
 }
 
 /// Who may fetch xDS when the port is TLS.

@@ -27,8 +27,11 @@ pub struct NackReport {
 /// One type's state on one stream.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct TypeReport {
-    /// `["*"]` for a wildcard subscription, else the names.
+    /// `["*"]` for a wildcard subscription, else the names (the first
+    /// [`SUBSCRIBED_SHOWN`] of them: `subscribed_count` has the total).
     pub subscribed: Vec<String>,
+    /// How many names are subscribed (0 for a wildcard).
+    pub subscribed_count: usize,
     /// The version of the last response sent.
     pub sent_version: Option<String>,
     /// The nonce of the last response sent.
@@ -64,6 +67,27 @@ pub struct ProxyReport {
     pub types: BTreeMap<String, TypeReport>,
     /// The client certificate the proxy connected with (`None` over plaintext).
     pub peer: Option<CertInfo>,
+}
+
+/// At most this many subscribed names are kept in a report: a sidecar's EDS subscription
+/// names every cluster of the mesh, and the report is copied after every message.
+pub const SUBSCRIBED_SHOWN: usize = 100;
+
+impl TypeReport {
+    /// Records a subscription: `["*"]`, or the first [`SUBSCRIBED_SHOWN`] names and their count.
+    pub(crate) fn set_subscribed<'a>(
+        &mut self,
+        wildcard: bool,
+        names: impl ExactSizeIterator<Item = &'a String>,
+    ) {
+        if wildcard {
+            self.subscribed = vec!["*".into()];
+            self.subscribed_count = 0;
+        } else {
+            self.subscribed_count = names.len();
+            self.subscribed = names.take(SUBSCRIBED_SHOWN).cloned().collect();
+        }
+    }
 }
 
 /// Every open stream's report, by connection number.

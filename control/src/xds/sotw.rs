@@ -10,7 +10,7 @@ use weft_xds_protos::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use super::registry::{NackReport, ProxyReport, now_secs};
 use super::stream::XdsProtocol;
 use super::{known_type, short_type, wildcard_type};
-use crate::cache::{ProxyView, REMOVAL_ORDER, Snapshot, TYPE_ORDER, TypeResources, set_version};
+use crate::cache::{ProxyView, REMOVAL_ORDER, Snapshot, TYPE_ORDER, TypeResources};
 use crate::metrics::{Metrics, TypeLabel};
 
 /// Per-type SotW state on one stream.
@@ -44,7 +44,8 @@ impl Sotw {
         if state.wildcard {
             return all.clone();
         }
-        state.names.iter().filter_map(|n| all.get(n).map(|r| (n.clone(), r.clone()))).collect()
+        // Shares the view's map when every resource is subscribed (a proxy's EDS).
+        all.restricted_to(&state.names)
     }
 
     fn respond(
@@ -55,7 +56,7 @@ impl Sotw {
     ) -> DiscoveryResponse {
         self.nonce += 1;
         let nonce = self.nonce.to_string();
-        let version = set_version(resources.values());
+        let version = resources.version();
         let state = self.types.entry(type_url).or_default();
         state.nonce = Some(nonce.clone());
         state.version = Some(version.clone());
@@ -130,13 +131,21 @@ impl XdsProtocol for Sotw {
             }
         }
         let explicit_wildcard = req.resource_names.iter().any(|n| n == "*");
-        let names: BTreeSet<String> = req.resource_names.iter().filter(|n| *n != "*").cloned().collect();
+        // An ACK usually repeats the subscription (10,000 names for a proxy's EDS): compare
+        // it in place (a proxy that sends names sorted) before building a new set.
+        let repeated = req.resource_names.iter().filter(|n| *n != "*").eq(state.names.iter());
+        let names: BTreeSet<String> = if repeated {
+            std::mem::take(&mut state.names)
+        } else {
+            req.resource_names.iter().filter(|n| *n != "*").cloned().collect()
+        };
         let wildcard = explicit_wildcard || (wildcard_type(type_url) && names.is_empty());
-        let changed = first || wildcard != state.wildcard || (!wildcard && names != state.names);
+        let changed = first || wildcard != state.wildcard || (!wildcard && !repeated && names != state.names);
         state.wildcard = wildcard;
         state.names = names;
-        report.types.entry(short.into()).or_default().subscribed =
-            if state.wildcard { vec!["*".into()] } else { state.names.iter().cloned().collect() };
+        if changed {
+            report.types.entry(short.into()).or_default().set_subscribed(state.wildcard, state.names.iter());
+        }
         if !changed {
             return Vec::new();
         }
@@ -155,18 +164,13 @@ impl XdsProtocol for Sotw {
         for type_url in TYPE_ORDER {
             let Some(state) = self.types.get(type_url) else { continue };
             let desired = Self::desired(state, view.get(type_url));
-            let version = set_version(desired.values());
+            let version = desired.version();
             if state.version.as_ref() == Some(&version) || state.nacked.as_ref() == Some(&version) {
                 continue;
             }
             // Make before break: keep what is going away until everything
             // that may still refer to it has been replaced.
-            let removed: Vec<(String, Arc<_>)> = state
-                .sent
-                .iter()
-                .filter(|(n, _)| !desired.contains_key(*n))
-                .map(|(n, r)| (n.clone(), r.clone()))
-                .collect();
+            let removed = state.sent.missing_from(&desired);
             if !removed.is_empty() && state.wildcard {
                 let mut union = desired.clone();
                 union.extend(removed);

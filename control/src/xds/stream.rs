@@ -1,6 +1,7 @@
 //! The stream loop shared by every xDS flavour: read requests, watch
 //! snapshots, let the protocol decide what to send, keep the report current.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
@@ -20,7 +21,7 @@ pub(crate) trait XdsProtocol: Send + 'static {
     /// The request message.
     type Request: prost::Message + Send + 'static;
     /// The response message.
-    type Response: Send + 'static;
+    type Response: prost::Message + Send + 'static;
     /// `sotw` or `delta`.
     const MODE: &'static str;
 
@@ -105,8 +106,11 @@ pub(crate) async fn serve<P: XdsProtocol>(
         let mut view = snapshot.for_proxy(&node);
         report.snapshot_version = snapshot.version;
 
+        let mut pushes = ctx.push_tracer.as_ref().map(|t| t.stream(&node.id));
         let mut next = Some(first);
         'stream: loop {
+            // Only when tracing: what the message changes tells which pushes start and end.
+            let before = pushes.as_ref().map(|_| report.types.clone());
             let mut from_update = false;
             let replies = if let Some(mut req) = next.take() {
                 let t = P::type_url(&mut req);
@@ -143,7 +147,12 @@ pub(crate) async fn serve<P: XdsProtocol>(
                 }
             };
             let sent_any = from_update && !replies.is_empty();
+            let mut bytes: HashMap<&'static str, usize> = HashMap::new();
             for reply in replies {
+                if pushes.is_some() {
+                    *bytes.entry(short_type(P::response_type(&reply))).or_default() +=
+                        prost::Message::encoded_len(&reply);
+                }
                 ctx.metrics
                     .pushes
                     .get_or_create(&crate::metrics::TypeLabel {
@@ -156,6 +165,9 @@ pub(crate) async fn serve<P: XdsProtocol>(
             }
             if sent_any {
                 ctx.metrics.push_latency.observe(snapshot.built.elapsed().as_secs_f64());
+            }
+            if let (Some(pushes), Some(before)) = (pushes.as_mut(), &before) {
+                pushes.observe(before, &report.types, &bytes);
             }
             report_tx.send_replace(report.clone());
         }

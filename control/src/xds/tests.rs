@@ -241,3 +241,63 @@ fn delta_removals_go_listeners_first_then_clusters() {
     let order: Vec<&str> = out.iter().map(|r| super::short_type(&r.type_url)).collect();
     assert_eq!(order, vec!["lds", "cds"]);
 }
+
+/// A view whose clusters and assignments are shared maps, as `Snapshot::for_proxy` makes them.
+fn shared_view(names: &[&str], changed: Option<&str>) -> ProxyView {
+    let v = view(names, 1);
+    let mut out = ProxyView::default();
+    for t in [CLUSTER, ENDPOINT] {
+        let mut map: std::collections::BTreeMap<String, Arc<Encoded>> =
+            v.by_type[t].iter().map(|(k, r)| (k.clone(), r.clone())).collect();
+        if let (Some(n), ENDPOINT) = (changed, t) {
+            map.insert(n.to_string(), view(&[n], 2).by_type[ENDPOINT][n].clone());
+        }
+        out.by_type.insert(t, TypeResources::shared(map));
+    }
+    out
+}
+
+#[test]
+fn delta_on_shared_views_sends_one_changed_assignment_and_names_a_removal() {
+    let mut p = Delta::new(Arc::new(Metrics::new()));
+    let mut r = report();
+    let v1 = shared_view(&["a", "b", "c"], None);
+    let c = p.on_request(delta_req(CLUSTER, &[], "", None), &v1, &snap(), &mut r);
+    assert_eq!(c[0].resources.len(), 3);
+    p.on_request(delta_req(CLUSTER, &[], &c[0].nonce, None), &v1, &snap(), &mut r);
+    let e = p.on_request(delta_req(ENDPOINT, &["a", "b", "c"], "", None), &v1, &snap(), &mut r);
+    assert_eq!(e[0].resources.len(), 3);
+    p.on_request(delta_req(ENDPOINT, &[], &e[0].nonce, None), &v1, &snap(), &mut r);
+    // The same content in a new snapshot (new maps): nothing to send.
+    assert!(p.on_update(&shared_view(&["a", "b", "c"], None), &snap(), &mut r).is_empty());
+    // One assignment changed: only it goes out.
+    let out = p.on_update(&shared_view(&["a", "b", "c"], Some("b")), &snap(), &mut r);
+    let sent: Vec<(&str, Vec<&str>)> = out
+        .iter()
+        .map(|o| (super::short_type(&o.type_url), o.resources.iter().map(|x| x.name.as_str()).collect()))
+        .collect();
+    assert_eq!(sent, vec![("eds", vec!["b"])]);
+    // A cluster gone: named in both CDS and EDS removals, and the counts follow.
+    let out = p.on_update(&shared_view(&["a", "b"], Some("b")), &snap(), &mut r);
+    let removed: Vec<(&str, Vec<String>)> =
+        out.iter().map(|o| (super::short_type(&o.type_url), o.removed_resources.clone())).collect();
+    assert!(removed.contains(&("cds", vec!["c".to_string()])), "{removed:?}");
+    assert!(removed.contains(&("eds", vec!["c".to_string()])), "{removed:?}");
+    assert_eq!(r.types["cds"].resources, 2);
+}
+
+#[test]
+fn sotw_on_shared_views_keeps_the_version_until_something_changes() {
+    let mut p = Sotw::new(Arc::new(Metrics::new()));
+    let mut r = report();
+    let v1 = shared_view(&["a", "b"], None);
+    let e = p.on_request(sotw_req(ENDPOINT, &["a", "b"], "", None), &v1, &snap(), &mut r);
+    assert_eq!(e[0].resources.len(), 2);
+    let ack = sotw_req(ENDPOINT, &["a", "b"], &e[0].nonce, None);
+    assert!(p.on_request(ack, &v1, &snap(), &mut r).is_empty(), "a repeated subscription is not answered");
+    assert!(p.on_update(&shared_view(&["a", "b"], None), &snap(), &mut r).is_empty());
+    let out = p.on_update(&shared_view(&["a", "b"], Some("a")), &snap(), &mut r);
+    assert_eq!(out.len(), 1);
+    assert_ne!(out[0].version_info, e[0].version_info);
+    assert_eq!(r.types["eds"].subscribed_count, 2);
+}

@@ -109,6 +109,21 @@ pub struct HttpManager {
     pub routes: RouteSource,
     /// HTTP RBAC filter, checked before routing.
     pub rbac: Option<Arc<rbac::Rbac>>,
+    /// Distributed tracing (`tracing` with the OpenTelemetry provider); `None`: no spans, and
+    /// trace headers pass through untouched.
+    pub tracing: Option<Arc<HttpTracing>>,
+}
+
+/// Tracing of an HTTP connection manager: a span per request, exported over OTLP/gRPC.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpTracing {
+    /// The cluster of the OTLP collector (`grpc_service.envoy_grpc.cluster_name`).
+    pub collector_cluster: String,
+    /// The spans' `service.name` (Envoy's default when unset: `unknown_service:envoy`).
+    pub service_name: String,
+    /// Percentage (0 to 100) of requests without a sampled parent that start a trace
+    /// (`random_sampling`, default 100).
+    pub sampling_percent: f64,
 }
 
 /// Routes of an HTTP connection manager.

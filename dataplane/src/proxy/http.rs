@@ -25,6 +25,7 @@ use super::upstream;
 use crate::config::Action;
 use crate::metrics::Direction;
 use crate::tap::{Ends, RequestHead, Served, Tapped};
+use crate::trace;
 use hyper::body::Body as _;
 use weft_xds_protos::tap::Peer;
 
@@ -110,7 +111,7 @@ impl Drain {
     }
 }
 
-async fn handle(conn: &HttpConn, req: Request<Incoming>) -> Response<ResponseBody> {
+async fn handle(conn: &HttpConn, mut req: Request<Incoming>) -> Response<ResponseBody> {
     let start = Instant::now();
     let runtime = conn.shared.runtime.load_full();
     let peer = conn.downstream.peer.as_deref();
@@ -119,13 +120,29 @@ async fn handle(conn: &HttpConn, req: Request<Incoming>) -> Response<ResponseBod
     metrics.request();
     // One atomic load when no one taps.
     let mut tapped = if conn.shared.tap.is_active() { tap_begin(conn, &req) } else { None };
+    // One branch when the chain does not trace.
+    let span = match &conn.chain.tracer {
+        Some(tracer) => tracer.start(&mut req, trace::Peer { tls: conn.downstream.tls, identity: peer }),
+        None => None,
+    };
     let response = match authorize(conn, req) {
         Ok(req) => route(conn, &runtime, req, tapped.as_mut().map(|t| &mut t.served)).await,
         Err(denied) => *denied,
     };
-    metrics.response(response.status().as_u16(), start.elapsed());
+    let (status, elapsed) = (response.status().as_u16(), start.elapsed());
+    metrics.response(status, elapsed);
+    if let Some(upstream::UpstreamCluster(cluster, series)) = response.extensions().get() {
+        match series {
+            Some(series) => series.response(status, elapsed),
+            None => conn.shared.metrics.upstream("", &cluster.name).response(status, elapsed),
+        }
+    }
     if let Some(tapped) = tapped {
         tapped.finish(response.status().as_u16(), response.body().size_hint().exact().unwrap_or(0));
+    }
+    if let Some(span) = span {
+        let cluster = response.extensions().get::<upstream::UpstreamCluster>().map(|c| c.0.name.as_str());
+        span.end(status, cluster);
     }
     response
 }
@@ -225,7 +242,15 @@ async fn route(
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             reply(status, body.clone())
         }
-        Action::Forward(forward) => upstream::forward(runtime, &conn.shared.tls, forward, req, served).await,
+        Action::Forward(forward) => {
+            let mut response = upstream::forward(runtime, &conn.shared.tls, forward, req, served).await;
+            // Marks the answer with its (route, cluster) series: a lookup by borrowed names
+            // and an `Arc` clone, in the extension the cluster already put there.
+            if let Some(upstream::UpstreamCluster(cluster, series)) = response.extensions_mut().get_mut() {
+                *series = Some(conn.shared.metrics.upstream(&route.name, &cluster.name));
+            }
+            response
+        }
     }
 }
 

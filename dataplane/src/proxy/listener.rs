@@ -39,6 +39,7 @@ use super::tls::{INSPECT_TIMEOUT, Inspected, Rewind, inspect};
 use crate::config::rbac::Rbac;
 use crate::config::{ChainKind, Config, DownstreamTls, FilterChain, Listener, RouteSource, TcpProxy};
 use crate::metrics::Direction;
+use crate::trace::{Exporters, HttpTracer};
 
 /// Longest pause between bind attempts.
 const MAX_BIND_BACKOFF: Duration = Duration::from_secs(5);
@@ -60,6 +61,8 @@ pub(crate) struct ChainCtx {
     pub(crate) port: Option<u16>,
     /// What it does.
     pub(crate) kind: ChainKindCtx,
+    /// Spans per request, when the HTTP connection manager traces.
+    pub(crate) tracer: Option<HttpTracer>,
     /// The config it was built from (to tell whether an update changed it).
     spec: FilterChain,
     /// Turned true when an update replaces or removes the chain.
@@ -100,7 +103,15 @@ pub(crate) struct Downstream {
 }
 
 impl ChainCtx {
-    fn new(listener: &Listener, chain: &FilterChain) -> Arc<ChainCtx> {
+    fn new(listener: &Listener, chain: &FilterChain, exporters: &Exporters) -> Arc<ChainCtx> {
+        let direction = Direction::of_listener(&listener.name);
+        let tracer = match &chain.kind {
+            ChainKind::Http(manager) => manager.tracing.as_ref().and_then(|t| {
+                let exporter = exporters.get(&t.collector_cluster)?;
+                Some(HttpTracer::new(Arc::clone(t), direction, Arc::clone(exporter)))
+            }),
+            ChainKind::Tcp(_) => None,
+        };
         let (kind, http_rbac) = match &chain.kind {
             ChainKind::Http(manager) => {
                 let routes = match &manager.routes {
@@ -113,12 +124,13 @@ impl ChainCtx {
         };
         Arc::new(ChainCtx {
             name: chain.name.clone(),
-            direction: Direction::of_listener(&listener.name),
+            direction,
             tls: chain.tls.clone(),
             network_rbac: chain.rbac.clone(),
             http_rbac,
             port: chain_port(chain),
             kind,
+            tracer,
             spec: chain.clone(),
             drain: watch::channel(false).0,
         })
@@ -149,14 +161,14 @@ struct Chains {
 impl Chains {
     /// The chains of `spec`, keeping those of `previous` (the same listener's)
     /// that did not change, with their connections.
-    fn new(spec: &Arc<Listener>, previous: Option<&Chains>) -> Chains {
+    fn new(spec: &Arc<Listener>, previous: Option<&Chains>, exporters: &Exporters) -> Chains {
         let needs_inspector = spec
             .chains
             .iter()
             .any(|c| !c.server_names.is_empty() || c.transport_protocol.as_deref() == Some("tls"));
         let ctx = |chain: &FilterChain| {
             let kept = previous.and_then(|p| p.all().find(|old| old.spec == *chain));
-            kept.map_or_else(|| ChainCtx::new(spec, chain), Arc::clone)
+            kept.map_or_else(|| ChainCtx::new(spec, chain, exporters), Arc::clone)
         };
         Chains {
             spec: Arc::clone(spec),
@@ -306,18 +318,21 @@ struct Running {
 pub(crate) struct Listeners {
     shared: Arc<Shared>,
     running: HashMap<String, Running>,
+    /// Span exporters, one per trace collector cluster.
+    exporters: Exporters,
 }
 
 impl Listeners {
     /// No listeners yet.
     pub(crate) fn new(shared: Arc<Shared>) -> Listeners {
-        Listeners { shared, running: HashMap::new() }
+        Listeners { shared, running: HashMap::new(), exporters: Exporters::default() }
     }
 
     /// Serves `config`'s listeners: stops and drains removed ones, swaps the
     /// chains of those whose address is unchanged, rebinds those that moved,
     /// binds new ones (after the old sockets are closed).
     pub(crate) async fn update(&mut self, config: &Config) {
+        self.exporters.update(config);
         let removed: Vec<String> =
             self.running.keys().filter(|name| !config.listeners.contains_key(*name)).cloned().collect();
         for name in removed {
@@ -335,7 +350,7 @@ impl Listeners {
                 }
                 Some(mut running) if running.spec.addr == spec.addr => {
                     let old = running.chains.load_full();
-                    let next = Arc::new(Chains::new(spec, Some(&old)));
+                    let next = Arc::new(Chains::new(spec, Some(&old), &self.exporters));
                     running.chains.store(Arc::clone(&next));
                     old.drain_replaced(&next);
                     running.spec = Arc::clone(spec);
@@ -352,7 +367,7 @@ impl Listeners {
         }
         for (spec, moved) in start {
             let (drain, old) = moved.unzip();
-            let next = Arc::new(Chains::new(spec, old.as_deref()));
+            let next = Arc::new(Chains::new(spec, old.as_deref(), &self.exporters));
             if let Some(old) = &old {
                 old.drain_replaced(&next);
             }
@@ -643,11 +658,19 @@ mod tests {
                 tls_inspector: false,
             })
         };
-        let first = Chains::new(&listener(vec![chain("a", Some(1), &[]), chain("b", Some(2), &[])]), None);
+        let first = Chains::new(
+            &listener(vec![chain("a", Some(1), &[]), chain("b", Some(2), &[])]),
+            None,
+            &Exporters::default(),
+        );
         let mut changed = chain("b", Some(2), &[]);
         changed.rbac =
             Some(Arc::new(Rbac { action: crate::config::rbac::RbacAction::Allow, policies: vec![] }));
-        let second = Chains::new(&listener(vec![chain("a", Some(1), &[]), changed]), Some(&first));
+        let second = Chains::new(
+            &listener(vec![chain("a", Some(1), &[]), changed]),
+            Some(&first),
+            &Exporters::default(),
+        );
         first.drain_replaced(&second);
         assert!(Arc::ptr_eq(&first.chains[0], &second.chains[0]));
         assert!(!*first.chains[0].drain.borrow());

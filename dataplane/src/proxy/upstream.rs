@@ -1,6 +1,7 @@
 //! Forwarding a routed request upstream: weighted cluster, circuit breakers,
 //! endpoint, the request's upstream form, tries with retries and timeouts.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderName, HeaderValue};
@@ -18,7 +19,8 @@ use super::retry::{self, MAX_BUFFERED_BODY, Outcome};
 use super::route;
 use super::runtime::Runtime;
 use super::tls::TlsContexts;
-use crate::config::{Forward, RetryPolicy, UpstreamProtocol};
+use crate::config::{Cluster, Forward, RetryPolicy, UpstreamProtocol};
+use crate::metrics::UpstreamMetrics;
 use crate::tap::Served;
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -45,6 +47,26 @@ pub(crate) async fn forward(
     let Some(cluster) = runtime.clusters.get(picked.name.as_str()) else {
         return local_reply(StatusCode::SERVICE_UNAVAILABLE, "cluster not found");
     };
+    let mut response = forward_to(cluster, tls, forward, req, served).await;
+    // Every answer once a cluster is picked is that cluster's, the proxy's own 5xx included;
+    // `route` marks its series (route, cluster) and `handle` records it (`upstream_response_*`).
+    response.extensions_mut().insert(UpstreamCluster(Arc::clone(&cluster.spec), None));
+    response
+}
+
+/// The cluster that answered a response (a response extension) and, once the route that
+/// picked it marks it, the series of that (route, cluster) to record the answer in.
+#[derive(Debug, Clone)]
+pub(crate) struct UpstreamCluster(pub(crate) Arc<Cluster>, pub(crate) Option<Arc<UpstreamMetrics>>);
+
+/// [`forward`] once the cluster is picked.
+async fn forward_to(
+    cluster: &ClusterState,
+    tls: &TlsContexts,
+    forward: &Forward,
+    req: Request<Incoming>,
+    served: Option<&mut Served>,
+) -> Response<ResponseBody> {
     if cluster.endpoints.is_empty() {
         return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
     }

@@ -251,6 +251,7 @@ pub fn http_listener(name: &str, addr: SocketAddr, routes: &str) -> Listener {
                 stat_prefix: name.into(),
                 routes: RouteSource::Rds(routes.into()),
                 rbac: None,
+                tracing: None,
             }),
         }),
         original_dst: false,

@@ -11,6 +11,8 @@
 //!   `status` subresources; `generation` bumped by spec changes; `managedFields` recording
 //!   the version each write used; CRD versions served as views of one object.
 //! - TokenReview answered from tokens the test [`register_token`](FakeKube::register_token)s.
+//! - SubjectAccessReview answered from the grants the test [`allow`](FakeKube::allow)s
+//!   (everything else is denied, as RBAC denies what no binding grants).
 //!
 //! The test holds the knobs: [`drop_watches`](FakeKube::drop_watches),
 //! [`compact`](FakeKube::compact), [`restart`](FakeKube::restart),
@@ -45,7 +47,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use tokio::task::{JoinHandle, JoinSet};
 
-pub use store::{ResourceType, default_types};
+pub use server::{API_AUDIENCE, AccessRule};
+pub use store::{ResourceType, apps_types, default_types};
 
 use server::{State, TokenEntry};
 use store::Store;
@@ -74,6 +77,7 @@ impl FakeKube {
         let state = Arc::new(Mutex::new(State {
             store: Store::new(types),
             tokens: Default::default(),
+            access: Vec::new(),
             failures: Vec::new(),
             log: Vec::new(),
         }));
@@ -204,6 +208,26 @@ impl FakeKube {
             audiences: audiences.iter().map(|a| a.to_string()).collect(),
         };
         self.state.lock().await.tokens.insert(token.to_string(), entry);
+    }
+
+    /// Grants `subject` (a user name or a group) `verb` on `resource` of API group `group`
+    /// in `namespace` (`None`: every namespace) for SubjectAccessReview.
+    pub async fn allow(
+        &self,
+        subject: &str,
+        verb: &str,
+        group: &str,
+        resource: &str,
+        namespace: Option<&str>,
+    ) {
+        let rule = AccessRule {
+            subject: subject.to_string(),
+            verb: verb.to_string(),
+            group: group.to_string(),
+            resource: resource.to_string(),
+            namespace: namespace.map(str::to_string),
+        };
+        self.state.lock().await.access.push(rule);
     }
 
     /// Ends every open watch response (as a dropped connection would); returns how many.

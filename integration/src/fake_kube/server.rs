@@ -27,11 +27,29 @@ pub(super) struct TokenEntry {
     pub(super) audiences: Vec<String>,
 }
 
+/// One grant of the SubjectAccessReview policy: `subject` (a user or a group) may `verb`
+/// `resource` of `group` in `namespace` (`None`: in every namespace, as a ClusterRoleBinding).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRule {
+    /// A user name or a group.
+    pub subject: String,
+    /// The verb, e.g. `watch`.
+    pub verb: String,
+    /// The API group, e.g. `tap.weft.io`.
+    pub group: String,
+    /// The resource (plural), e.g. `deployments`.
+    pub resource: String,
+    /// The namespace; `None` for all of them.
+    pub namespace: Option<String>,
+}
+
 /// Everything the handlers share.
 #[derive(Debug)]
 pub(super) struct State {
     pub(super) store: Store,
     pub(super) tokens: HashMap<String, TokenEntry>,
+    /// What SubjectAccessReview allows; everything else is denied.
+    pub(super) access: Vec<AccessRule>,
     /// Requests whose `METHOD path` contains the text fail with the code.
     pub(super) failures: Vec<(String, u16)>,
     /// `METHOD path?query` of every request, in order.
@@ -39,7 +57,7 @@ pub(super) struct State {
 }
 
 /// The audiences of the fake API server itself (a token review without audiences).
-const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
+pub const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
 
 pub(super) async fn handle(
     state: Arc<Mutex<State>>,
@@ -108,6 +126,9 @@ fn route(
     }
     if group == "authentication.k8s.io" && rest == ["tokenreviews"] && method == Method::POST {
         return token_review(st, body).map(|v| Reply::Json(201, v));
+    }
+    if group == "authorization.k8s.io" && rest == ["subjectaccessreviews"] && method == Method::POST {
+        return subject_access_review(st, body).map(|v| Reply::Json(201, v));
     }
     let target = resolve(&st.store, group, version, rest).ok_or_else(|| not_found(path))?;
     let manager = query.get("fieldManager").map(String::as_str).unwrap_or("unknown");
@@ -243,6 +264,56 @@ fn token_review(st: &State, body: &[u8]) -> Result<Value, Failure> {
     Ok(json!({
         "kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1",
         "metadata": {"creationTimestamp": null}, "spec": review["spec"], "status": status,
+    }))
+}
+
+/// A SubjectAccessReview, answered from the test's [`AccessRule`]s as RBAC would: the user or
+/// one of its groups must hold a rule for the verb, group and resource, in the namespace or
+/// in all of them. The spec is validated as the API server does.
+fn subject_access_review(st: &State, body: &[u8]) -> Result<Value, Failure> {
+    let review = parse_body(body)?;
+    let spec = &review["spec"];
+    let invalid = |message: &str| {
+        Failure::new(
+            422,
+            "Invalid",
+            format!("SubjectAccessReview.authorization.k8s.io \"\" is invalid: {message}"),
+        )
+    };
+    let attributes = &spec["resourceAttributes"];
+    if !attributes.is_object() && !spec["nonResourceAttributes"].is_object() {
+        return Err(invalid(
+            "spec.resourceAttributes: Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified",
+        ));
+    }
+    let user = spec["user"].as_str().unwrap_or("");
+    let groups: Vec<&str> =
+        spec["groups"].as_array().map(|g| g.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    if user.is_empty() && groups.is_empty() {
+        return Err(invalid(
+            "spec.user: Invalid value: \"\": at least one of user or group must be specified",
+        ));
+    }
+    let field = |key: &str| attributes[key].as_str().unwrap_or("");
+    let (verb, group, resource, namespace) =
+        (field("verb"), field("group"), field("resource"), field("namespace"));
+    let grant = st.access.iter().find(|rule| {
+        (rule.subject == user || groups.contains(&rule.subject.as_str()))
+            && rule.verb == verb
+            && rule.group == group
+            && rule.resource == resource
+            && rule.namespace.as_deref().is_none_or(|ns| ns == namespace)
+    });
+    let status = match grant {
+        Some(rule) => json!({
+            "allowed": true,
+            "reason": format!("RBAC: allowed by the test's grant to {:?}", rule.subject),
+        }),
+        None => json!({"allowed": false}),
+    };
+    Ok(json!({
+        "kind": "SubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
+        "metadata": {"creationTimestamp": null}, "spec": spec, "status": status,
     }))
 }
 
@@ -387,6 +458,45 @@ mod tests {
         let mut doc = json!({"a": "b", "c": {"d": "e", "f": "g"}, "l": [1, 2]});
         merge_patch(&mut doc, &json!({"a": "z", "c": {"f": null}, "l": [3], "n": {"x": 1}}));
         assert_eq!(doc, json!({"a": "z", "c": {"d": "e"}, "l": [3], "n": {"x": 1}}));
+    }
+
+    #[test]
+    fn subject_access_reviews_follow_the_grants_and_validate_like_the_api_server() {
+        let mut st = State {
+            store: Store::new(Vec::new()),
+            tokens: HashMap::new(),
+            access: vec![AccessRule {
+                subject: "ops".into(),
+                verb: "watch".into(),
+                group: "tap.weft.io".into(),
+                resource: "deployments".into(),
+                namespace: Some("pay".into()),
+            }],
+            failures: Vec::new(),
+            log: Vec::new(),
+        };
+        let review = |user: &str, groups: &[&str], ns: &str| {
+            let attrs = json!({"group": "tap.weft.io", "resource": "deployments", "verb": "watch",
+                               "namespace": ns, "name": "web"});
+            let body = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                              "spec": {"user": user, "groups": groups, "resourceAttributes": attrs}});
+            serde_json::to_vec(&body).unwrap()
+        };
+        let allowed = |st: &State, body: Vec<u8>| {
+            subject_access_review(st, &body).unwrap()["status"]["allowed"].clone()
+        };
+        // Through a group, in the granted namespace only.
+        assert_eq!(allowed(&st, review("alice", &["system:authenticated", "ops"], "pay")), json!(true));
+        assert_eq!(allowed(&st, review("alice", &["ops"], "shop")), json!(false));
+        assert_eq!(allowed(&st, review("bob", &["system:authenticated"], "pay")), json!(false));
+        // A cluster-wide grant covers every namespace.
+        st.access[0].namespace = None;
+        assert_eq!(allowed(&st, review("alice", &["ops"], "shop")), json!(true));
+        // No attributes, or no subject: 422 as the API server answers.
+        let bare = serde_json::to_vec(&json!({"spec": {"user": "alice"}})).unwrap();
+        assert_eq!(subject_access_review(&st, &bare).unwrap_err().code, 422);
+        let nobody = review("", &[], "pay");
+        assert_eq!(subject_access_review(&st, &nobody).unwrap_err().code, 422);
     }
 
     #[test]

@@ -92,6 +92,14 @@ pub fn default_types() -> Vec<ResourceType> {
     ]
 }
 
+/// Deployments and ReplicaSets (`apps/v1`), for tests that resolve a Deployment's pods.
+pub fn apps_types() -> Vec<ResourceType> {
+    vec![
+        ResourceType::new("apps", &["v1"], "deployments", "Deployment", true).builtin(),
+        ResourceType::new("apps", &["v1"], "replicasets", "ReplicaSet", true).builtin(),
+    ]
+}
+
 /// Which objects a request is about.
 #[derive(Debug, Clone)]
 pub(super) struct Scope {

@@ -53,6 +53,11 @@ pub(crate) fn listener(l: &XdsListener, notes: &mut Notes) -> Result<Listener, F
     if l.bind_to_port.as_ref().is_some_and(|b| !b.value) {
         return Err(FieldError::new("bind_to_port", "false is not supported by weft-proxy"));
     }
+    // weft-proxy tells directions by name (`inbound`, else outbound); a direction that agrees
+    // changes nothing (Envoy uses it for span kinds, which weft-proxy derives the same way).
+    if !traffic_direction_agrees(l) {
+        notes.ignore("Listener.traffic_direction");
+    }
     ignored!(
         notes,
         l,
@@ -69,7 +74,6 @@ pub(crate) fn listener(l: &XdsListener, notes: &mut Notes) -> Result<Listener, F
             freebind,
             socket_options,
             tcp_fast_open_queue_length,
-            traffic_direction,
             connection_balance_config,
             reuse_port,
             enable_reuse_port,
@@ -292,6 +296,17 @@ pub(crate) fn cidr(r: &CidrRange) -> Result<(IpAddr, u8), FieldError> {
     }
 }
 
+/// Whether a listener's `traffic_direction` is unset or what its name implies.
+fn traffic_direction_agrees(l: &XdsListener) -> bool {
+    use weft_xds_protos::envoy::config::core::v3::TrafficDirection;
+    match TrafficDirection::try_from(l.traffic_direction) {
+        Ok(TrafficDirection::Unspecified) => true,
+        Ok(TrafficDirection::Inbound) => l.name == "inbound",
+        Ok(TrafficDirection::Outbound) => l.name != "inbound",
+        Err(_) => false,
+    }
+}
+
 /// A network filter of a chain.
 enum NetworkFilter {
     /// RBAC, before the terminal filter.
@@ -353,7 +368,6 @@ fn http_manager(hcm: &HttpConnectionManager, notes: &mut Notes) -> Result<HttpMa
         "HttpConnectionManager",
         [
             add_user_agent,
-            tracing,
             common_http_protocol_options,
             http1_safe_max_connection_duration,
             http2_protocol_options,
@@ -459,7 +473,11 @@ fn http_manager(hcm: &HttpConnectionManager, notes: &mut Notes) -> Result<HttpMa
     if !router {
         return Err(FieldError::new("http_filters", "must end with the router (envoy.filters.http.router)"));
     }
-    Ok(HttpManager { stat_prefix: hcm.stat_prefix.clone(), routes, rbac })
+    let tracing = match &hcm.tracing {
+        Some(t) => super::trace::http_tracing(t, notes).at("tracing")?.map(Arc::new),
+        None => None,
+    };
+    Ok(HttpManager { stat_prefix: hcm.stat_prefix.clone(), routes, rbac, tracing })
 }
 
 /// An HTTP filter weft-proxy runs.

@@ -17,6 +17,7 @@ pub(crate) mod listener;
 pub(crate) mod rbac;
 pub(crate) mod route;
 pub(crate) mod tls;
+pub(crate) mod trace;
 
 #[cfg(test)]
 mod tests;

@@ -176,10 +176,11 @@ fn route(
             typed_per_filter_config,
             tracing,
             per_request_buffer_limit_bytes,
-            stat_prefix,
             request_body_buffer_limit,
         ]
     );
+    // `stat_prefix` is not ignored: it names a route's stats, and weft-proxy's per-route series
+    // are labelled with the route name, which weft's control plane also sets as the prefix.
     let m = r.r#match.as_ref().ok_or_else(|| FieldError::required("match"))?;
     let (path, headers) = route_match(m).at("match")?;
     let action = match &r.action {

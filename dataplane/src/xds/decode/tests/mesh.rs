@@ -150,6 +150,7 @@ fn outbound_listener_routes_http_by_rds_and_opaque_tcp_by_original_destination()
             stat_prefix: "outbound".into(),
             routes: RouteSource::Rds("outbound".into()),
             rbac: None,
+            tracing: None,
         })
     );
     assert_eq!(outbound.chains.len(), 1);
@@ -364,5 +365,43 @@ fn strict_authorization_puts_rbac_on_every_inbound_chain() {
         };
         let rbac = rbac.unwrap_or_else(|| panic!("no RBAC on {}", chain.name));
         assert_eq!(rbac.action, RbacAction::Allow, "{}", chain.name);
+    }
+}
+
+#[test]
+fn the_control_planes_tracing_config_reaches_every_http_manager_and_the_collector_cluster() {
+    use weft_control::translate::{OTEL_COLLECTOR_CLUSTER, Sampling, TraceOptions};
+    let tracing = TraceOptions {
+        collector: "127.0.0.1:4317".parse().unwrap(),
+        sampling: Sampling::from_percent(25.0).unwrap(),
+    };
+    let traced = frontend_with(&MeshOptions { tracing: Some(tracing), ..MeshOptions::plaintext() });
+    assert_eq!(traced.ignored, Notes::default(), "nothing in the tracing config is ignored");
+    let mut http = 0;
+    for listener in traced.listeners.values() {
+        for chain in listener.chains.iter().chain(listener.default_chain.as_ref()) {
+            let ChainKind::Http(manager) = &chain.kind else { continue };
+            let t = manager.tracing.as_ref().unwrap_or_else(|| panic!("{} is not traced", listener.name));
+            assert_eq!(t.collector_cluster, OTEL_COLLECTOR_CLUSTER);
+            assert_eq!(t.service_name, "frontend");
+            assert!((t.sampling_percent - 25.0).abs() < 1e-9);
+            http += 1;
+        }
+    }
+    assert!(http >= 2, "outbound and inbound HTTP managers are traced ({http})");
+    let (collector, eds) = &traced.clusters[OTEL_COLLECTOR_CLUSTER];
+    assert_eq!(*eds, None);
+    assert_eq!(collector.protocol, UpstreamProtocol::Http2);
+    let Discovery::Static(endpoints) = &collector.discovery else { panic!("{collector:?}") };
+    assert_eq!(endpoints.endpoints[0].addr, "127.0.0.1:4317".parse::<SocketAddr>().unwrap());
+
+    let untraced = frontend_with(&MeshOptions::plaintext());
+    assert!(!untraced.clusters.contains_key(OTEL_COLLECTOR_CLUSTER));
+    for listener in untraced.listeners.values() {
+        for chain in listener.chains.iter().chain(listener.default_chain.as_ref()) {
+            if let ChainKind::Http(manager) = &chain.kind {
+                assert!(manager.tracing.is_none());
+            }
+        }
     }
 }

@@ -361,3 +361,65 @@ fn resources_that_are_not_what_the_response_says_are_rejected() {
     );
     assert_eq!(reject(&eds_cluster("")), "cluster : name: required");
 }
+
+mod tracing {
+    use weft_xds_protos::envoy::config::core::v3::{GrpcService, grpc_service};
+    use weft_xds_protos::envoy::config::trace::v3::{OpenTelemetryConfig, ZipkinConfig, tracing as provider};
+    use weft_xds_protos::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+    use weft_xds_protos::envoy::r#type::v3::Percent;
+
+    use super::super::*;
+
+    fn otel(cluster: &str) -> Any {
+        any(&OpenTelemetryConfig {
+            grpc_service: Some(GrpcService {
+                target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(grpc_service::EnvoyGrpc {
+                    cluster_name: cluster.into(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }),
+            service_name: "web".into(),
+            ..Default::default()
+        })
+    }
+
+    /// A listener whose connection manager traces with `tracing`.
+    fn traced(tracing: http_connection_manager::Tracing) -> XdsListener {
+        let hcm = HttpConnectionManager { tracing: Some(tracing), ..hcm_rds("routes") };
+        listener_with(vec![chain(&hcm)])
+    }
+
+    fn with(config: Any, sampling: Option<f64>) -> http_connection_manager::Tracing {
+        http_connection_manager::Tracing {
+            provider: Some(provider::Http {
+                name: "envoy.tracers.opentelemetry".into(),
+                config_type: Some(provider::http::ConfigType::TypedConfig(config)),
+            }),
+            random_sampling: sampling.map(|value| Percent { value }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_opentelemetry_tracer_is_decoded_with_its_rate_and_defaults_to_every_request() {
+        let l = listener(&traced(with(otel("collector"), Some(5.0))));
+        let crate::config::ChainKind::Http(m) = &l.chains[0].kind else { panic!() };
+        let t = m.tracing.as_ref().unwrap();
+        assert_eq!((t.collector_cluster.as_str(), t.service_name.as_str()), ("collector", "web"));
+        assert!((t.sampling_percent - 5.0).abs() < 1e-9);
+        let l = listener(&traced(with(otel("collector"), None)));
+        let crate::config::ChainKind::Http(m) = &l.chains[0].kind else { panic!() };
+        assert!((m.tracing.as_ref().unwrap().sampling_percent - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn tracing_weft_proxy_cannot_honour_is_rejected_with_the_field() {
+        let e = reject(&traced(with(any(&ZipkinConfig::default()), None)));
+        assert!(e.contains("tracing.provider.typed_config") && e.contains("unsupported tracer"), "{e}");
+        let e = reject(&traced(with(otel("collector"), Some(150.0))));
+        assert!(e.contains("tracing.random_sampling") && e.contains("150"), "{e}");
+        let e = reject(&traced(with(otel(""), None)));
+        assert!(e.contains("grpc_service.envoy_grpc.cluster_name"), "{e}");
+    }
+}

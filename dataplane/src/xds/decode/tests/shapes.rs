@@ -118,6 +118,7 @@ fn listener_with_rds_http_and_a_tcp_chain_matched_by_destination() {
             stat_prefix: "http".into(),
             routes: RouteSource::Rds("routes".into()),
             rbac: None,
+            tracing: None,
         })
     );
 }
