@@ -2,6 +2,7 @@
 //! routes, over a window, computed by the control plane from the proxies' Prometheus metrics
 //! (`GET /stat`, see `weft_control::stat`).
 
+use super::query_escape;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -34,26 +35,15 @@ pub(crate) struct StatArgs {
     pub(crate) admin_addr: SocketAddr,
 }
 
-/// Escapes a query parameter value.
-fn escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// `weft stat`: exit 0 with the table (or JSON); 1 when the control plane refuses the query.
 pub(crate) async fn stat(args: &StatArgs) -> anyhow::Result<ExitCode> {
-    let mut path = format!("/stat?target={}&window={}", escape(&args.target), escape(&args.window));
+    let mut path =
+        format!("/stat?target={}&window={}", query_escape(&args.target), query_escape(&args.window));
     if let Some(ns) = &args.namespace {
-        path.push_str(&format!("&namespace={}", escape(ns)));
+        path.push_str(&format!("&namespace={}", query_escape(ns)));
     }
     if let Some(by) = &args.by {
-        path.push_str(&format!("&by={}", escape(by)));
+        path.push_str(&format!("&by={}", query_escape(by)));
     }
     let (status, body) = super::get(args.admin_addr, &path).await?;
     if status != 200 {
