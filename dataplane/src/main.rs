@@ -100,6 +100,11 @@ struct Args {
     /// from xDS are refused). For debugging only; the control plane must run the same way.
     #[arg(long, env = "WEFT_INSECURE_PLAINTEXT", value_parser = BoolishValueParser::new())]
     insecure_plaintext: bool,
+    /// Worker threads serving traffic (and everything else). A sidecar shares its pod's CPU
+    /// with the app, so the default is one, like Envoy's `--concurrency 1` in a mesh; raise it
+    /// for a busy workload with CPU to spare.
+    #[arg(long, env = "WEFT_WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: u16,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `weft_proxy::xds=debug`.
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     log: String,
@@ -204,8 +209,12 @@ fn main() -> ExitCode {
         eprintln!("error: {e:#}");
         return ExitCode::FAILURE;
     }
-    let result =
-        tokio::runtime::Runtime::new().context("starting the runtime").and_then(|rt| rt.block_on(run(args)));
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(args.workers))
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+        .and_then(|rt| rt.block_on(run(args)));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -75,7 +75,7 @@ pub struct ProxyConfig {
     /// `weft token` does.
     pub token: Option<String>,
     /// Extra environment for the weft-proxy process, set after the harness's own (so it
-    /// may override `WEFT_LOG`); the benchmark sets `TOKIO_WORKER_THREADS` with it.
+    /// may override `WEFT_LOG`); the benchmark sets `WEFT_WORKERS` with it.
     pub env: Vec<(String, String)>,
 }
 

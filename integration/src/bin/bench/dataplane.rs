@@ -174,7 +174,7 @@ impl Pair {
             let mut config = mesh.proxy_config(node, "bench", sa, host, AdsMode::Delta)?;
             // As Envoy runs: one worker (`--concurrency 1`), warnings only.
             config.env = vec![
-                ("TOKIO_WORKER_THREADS".into(), o.weft_workers.to_string()),
+                ("WEFT_WORKERS".into(), o.weft_workers.to_string()),
                 ("WEFT_LOG".into(), o.weft_log.clone()),
             ];
             Ok(config)
