@@ -333,15 +333,37 @@ pub(super) fn parse_value(file: &str, value: &serde_json::Value) -> Outcome {
     }
 }
 
-/// Reads a document's YAML into a generic value; the error is the parser's message.
+/// Reads a document's YAML into a generic value; the error is the parser's message, with
+/// its line numbers those of the whole file.
 fn read_yaml(raw: &RawDoc<'_>) -> Result<serde_json::Value, String> {
-    // Blank lines in front keep the parser's line numbers those of the whole file.
-    let padded = format!("{}{}", "\n".repeat(raw.first_line.saturating_sub(1)), raw.text);
-    let mut yaml: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(&padded).map_err(|e| format!("invalid YAML: {e}"))?;
-    yaml.apply_merge().map_err(|e| format!("invalid YAML: {e}"))?;
+    // The document is parsed alone (padding it to its place in the file made parsing a long
+    // file quadratic); the parser's line numbers are shifted to the file's instead.
+    let invalid = |e: serde_yaml_ng::Error| {
+        format!("invalid YAML: {}", shift_lines(&e.to_string(), raw.first_line.saturating_sub(1)))
+    };
+    let mut yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(raw.text).map_err(invalid)?;
+    yaml.apply_merge().map_err(invalid)?;
     serde_json::to_value(&yaml)
         .map_err(|e| format!("unsupported YAML in the document starting at line {}: {e}", raw.first_line))
+}
+
+/// `message` with every `line N` made `line N+offset`.
+fn shift_lines(message: &str, offset: usize) -> String {
+    const WORD: &str = "line ";
+    let mut out = String::with_capacity(message.len() + 8);
+    let mut rest = message;
+    while let Some(at) = rest.find(WORD) {
+        let (before, after) = rest.split_at(at + WORD.len());
+        out.push_str(before);
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        match after[..digits].parse::<usize>() {
+            Ok(line) => out.push_str(&(line + offset).to_string()),
+            Err(_) => out.push_str(&after[..digits]),
+        }
+        rest = &after[digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `metadata` and the object's key, with the name checked as Kubernetes checks it.
@@ -540,6 +562,15 @@ metadata: {name: two}
         assert_eq!(err.kind.as_deref(), Some("TrafficSplit"));
         assert_eq!(err.object.as_deref(), Some("pay/s"));
         assert!(err.to_string().starts_with("test.yaml: TrafficSplit pay/s: apiVersion: "), "{err}");
+    }
+
+    #[test]
+    fn shifted_messages_keep_their_text() {
+        assert_eq!(
+            shift_lines("bad at line 2 column 7, while parsing at line 1 column 1", 4),
+            "bad at line 6 column 7, while parsing at line 5 column 1"
+        );
+        assert_eq!(shift_lines("no location; a line of text", 3), "no location; a line of text");
     }
 
     #[test]
