@@ -225,6 +225,14 @@ fn every_other_failures(before: u64, after: u64) -> u64 {
     (before + 1..=after).filter(|n| n % 2 == 1).count() as u64
 }
 
+/// The success rate is `ok / total`: the counts are asserted exactly elsewhere, and the
+/// rate is compared to a float rounding of it (the control plane divides in its own order).
+fn assert_rate(rate: Option<f64>, ok: u64, total: u64, what: &str) {
+    let expected = ok as f64 / total as f64;
+    let rate = rate.unwrap_or_else(|| panic!("{what}: no success rate"));
+    assert!((rate - expected).abs() < 1e-9, "{what}: success rate {rate}, expected {ok}/{total}");
+}
+
 fn assert_percentiles(row: &StatRow) {
     let (p50, p95, p99) = (row.latency_ms_p50, row.latency_ms_p95, row.latency_ms_p99);
     let (Some(p50), Some(p95), Some(p99)) = (p50, p95, p99) else {
@@ -302,7 +310,7 @@ async fn known_load(scene: &Scene, kinds: [&str; 3]) -> anyhow::Result<()> {
         assert!(r.errors.is_empty(), "{r:?}");
         assert_eq!((r.proxy.as_str(), r.meshed.as_str()), (kind, "1/1"), "{r:?}");
         assert_eq!((r.requests, r.failures), (n, failures), "{name}: {r:?}");
-        assert_eq!(r.success_rate, Some((n - failures) as f64 / n as f64), "{name}");
+        assert_rate(r.success_rate, n - failures, n, name);
         let rps = n as f64 / reply.window_secs;
         assert!((r.rps - rps).abs() < 1e-6 * rps.max(1.0), "{name}: rps {} for {rps}", r.rps);
         assert_percentiles(r);
@@ -316,7 +324,7 @@ async fn known_load(scene: &Scene, kinds: [&str; 3]) -> anyhow::Result<()> {
     let (r1, r2) = (row(&split, "web-v1"), row(&split, "web-v2"));
     assert_eq!((r1.requests, r1.failures), (n1, 0), "{r1:?}");
     assert_eq!((r2.requests, r2.failures), (n2, m), "{r2:?}");
-    assert_eq!(r2.success_rate, Some((n2 - m) as f64 / n2 as f64));
+    assert_rate(r2.success_rate, n2 - m, n2, "web-v2 backend");
     for r in [r1, r2] {
         assert_eq!(r.proxy, client_kind, "{r:?}");
         assert_eq!(r.weight_share, Some(0.5), "{r:?}");
@@ -347,7 +355,7 @@ async fn known_load(scene: &Scene, kinds: [&str; 3]) -> anyhow::Result<()> {
         let r = row(reply, name);
         assert!(r.errors.is_empty(), "{r:?}");
         assert_eq!((r.requests, r.failures), (n, failures), "{} {name}: {r:?}", reply.target);
-        assert_eq!(r.success_rate, Some((n - failures) as f64 / n as f64), "{name}");
+        assert_rate(r.success_rate, n - failures, n, name);
         assert_eq!(r.proxy, client_kind, "{r:?}");
         assert_eq!(r.namespace, NS);
         let rps = n as f64 / reply.window_secs;
