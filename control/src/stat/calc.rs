@@ -111,22 +111,37 @@ pub fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
 /// weft-proxy's inbound series: `response_total{direction="inbound"}` and
 /// `response_latency_ms_bucket{direction="inbound"}`, every authority and peer summed.
 pub fn weft_inbound(samples: &[Sample]) -> Reading {
-    let mut reading = Reading { tls: Some(0.0), ..Reading::default() };
-    for s in samples.iter().filter(|s| s.label("direction") == Some("inbound")) {
-        match s.name.as_str() {
-            "response_total" => {
-                reading.requests += s.value;
-                if s.label("classification") == Some("failure") {
-                    reading.failures += s.value;
-                }
-                if s.label("tls") == Some("true")
-                    && let Some(tls) = reading.tls.as_mut()
-                {
-                    *tls += s.value;
-                }
+    let inbound = |s: &Sample| s.label("direction") == Some("inbound");
+    let failed = |s: &Sample| s.label("classification") == Some("failure");
+    let mut reading = read(samples, inbound, "response_total", "response_latency_ms_bucket", failed);
+    let tls = samples
+        .iter()
+        .filter(|s| inbound(s) && s.name == "response_total" && s.label("tls") == Some("true"))
+        .map(|s| s.value)
+        .sum();
+    reading.tls = Some(tls);
+    reading
+}
+
+/// One reading from a counter family and a histogram family: `total` samples that `keep`
+/// lets through add to the requests (and to the failures where `failed`), `bucket`
+/// samples to the latency buckets.
+fn read(
+    samples: &[Sample],
+    keep: impl Fn(&Sample) -> bool,
+    total: &str,
+    bucket: &str,
+    failed: impl Fn(&Sample) -> bool,
+) -> Reading {
+    let mut reading = Reading::default();
+    for s in samples.iter().filter(|s| keep(s)) {
+        if s.name == total {
+            reading.requests += s.value;
+            if failed(s) {
+                reading.failures += s.value;
             }
-            "response_latency_ms_bucket" => reading.add_bucket(s.label("le"), s.value),
-            _ => {}
+        } else if s.name == bucket {
+            reading.add_bucket(s.label("le"), s.value);
         }
     }
     reading
@@ -149,20 +164,8 @@ pub fn weft_route(samples: &[Sample], route: &str, clusters: &[String]) -> Readi
 }
 
 fn weft_upstream(samples: &[Sample], keep: impl Fn(&Sample) -> bool) -> Reading {
-    let mut reading = Reading::default();
-    for s in samples.iter().filter(|s| keep(s)) {
-        match s.name.as_str() {
-            "upstream_response_total" => {
-                reading.requests += s.value;
-                if s.label("classification") == Some("failure") {
-                    reading.failures += s.value;
-                }
-            }
-            "upstream_response_latency_ms_bucket" => reading.add_bucket(s.label("le"), s.value),
-            _ => {}
-        }
-    }
-    reading
+    let failed = |s: &Sample| s.label("classification") == Some("failure");
+    read(samples, keep, "upstream_response_total", "upstream_response_latency_ms_bucket", failed)
 }
 
 /// The HTTP connection manager stat prefix of weft's inbound listener.
@@ -171,22 +174,13 @@ const ENVOY_INBOUND_PREFIX: &str = "inbound";
 /// Envoy's inbound series: `envoy_http_downstream_rq_xx` and
 /// `envoy_http_downstream_rq_time_bucket` of the `inbound` connection manager (5xx fail).
 pub fn envoy_inbound(samples: &[Sample]) -> Reading {
-    let mut reading = Reading::default();
-    for s in
-        samples.iter().filter(|s| s.label("envoy_http_conn_manager_prefix") == Some(ENVOY_INBOUND_PREFIX))
-    {
-        match s.name.as_str() {
-            "envoy_http_downstream_rq_xx" => {
-                reading.requests += s.value;
-                if s.label("envoy_response_code_class") == Some("5") {
-                    reading.failures += s.value;
-                }
-            }
-            "envoy_http_downstream_rq_time_bucket" => reading.add_bucket(s.label("le"), s.value),
-            _ => {}
-        }
-    }
-    reading
+    read(
+        samples,
+        |s| s.label("envoy_http_conn_manager_prefix") == Some(ENVOY_INBOUND_PREFIX),
+        "envoy_http_downstream_rq_xx",
+        "envoy_http_downstream_rq_time_bucket",
+        |s| s.label("envoy_response_code_class") == Some("5"),
+    )
 }
 
 /// A stat name part as Envoy's Prometheus output writes it: every character but ASCII
@@ -239,19 +233,9 @@ pub fn envoy_cluster(samples: &[Sample], cluster: &str) -> Reading {
 /// `<prefix>upstream_rq` and `<prefix>upstream_rq_time_bucket` with `tag="<label>"`.
 fn envoy_upstream(samples: &[Sample], tag: &str, label: &str, prefix: &str) -> Reading {
     let (rq, time) = (format!("{prefix}upstream_rq"), format!("{prefix}upstream_rq_time_bucket"));
-    let mut reading = Reading::default();
-    for s in samples.iter().filter(|s| s.label(tag) == Some(label)) {
-        if s.name == rq {
-            reading.requests += s.value;
-            let code = s.label("envoy_response_code").and_then(|c| c.parse::<u16>().ok()).unwrap_or(0);
-            if code >= 500 {
-                reading.failures += s.value;
-            }
-        } else if s.name == time {
-            reading.add_bucket(s.label("le"), s.value);
-        }
-    }
-    reading
+    let failed =
+        |s: &Sample| s.label("envoy_response_code").and_then(|c| c.parse::<u16>().ok()).unwrap_or(0) >= 500;
+    read(samples, |s| s.label(tag) == Some(label), &rq, &time, failed)
 }
 
 #[cfg(test)]
