@@ -9,13 +9,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use prost::{Message, Name};
+use weft_xds_protos::envoy::config::cluster::v3::Cluster;
 use weft_xds_protos::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use weft_xds_protos::envoy::config::route::v3::RouteConfiguration;
 use weft_xds_protos::google::protobuf::Any;
 use weft_xds_protos::type_url;
 
 use crate::model::MeshState;
 use crate::translate::{
-    self, ConsistencyError, InboundIndex, MeshOptions, MeshResources, ProxyNode, SplitTable,
+    self, ConsistencyError, InboundIndex, MeshOptions, ProxyNode, SharedResources, SplitTable, names,
 };
 
 mod resources;
@@ -93,6 +95,8 @@ pub struct Snapshot {
     pub endpoints: TypeResources,
     /// The outbound RouteConfiguration per client namespace.
     pub routes: BTreeMap<String, Arc<Encoded>>,
+    /// The outbound RouteConfiguration of a namespace with no objects.
+    pub routes_elsewhere: Arc<Encoded>,
     /// TrafficSplit decisions and statuses.
     pub splits: SplitTable,
     /// The mesh-wide options it was translated with.
@@ -108,25 +112,42 @@ impl Snapshot {
         state: Arc<MeshState>,
         options: Arc<MeshOptions>,
     ) -> Result<Self, ConsistencyError> {
-        let mesh: MeshResources = translate::translate_mesh(&state, &options);
-        translate::check_consistency(&mesh)?;
-        let clusters = TypeResources::shared(encode_all(&mesh.clusters));
+        Self::build_after(version, state, options, &Snapshot::empty())
+    }
+
+    /// [`build`](Self::build), reusing `prev`'s encoded resources where the new bytes are
+    /// the same: an unchanged resource is the very same `Arc`, and each shared map records
+    /// which names changed since `prev`'s, so streams compare only those.
+    pub fn build_after(
+        version: u64,
+        state: Arc<MeshState>,
+        options: Arc<MeshOptions>,
+        prev: &Snapshot,
+    ) -> Result<Self, ConsistencyError> {
+        let mesh: SharedResources = translate::translate_shared(&state, &options);
+        translate::check_shared_consistency(&mesh)?;
+        let clusters = encode_after(
+            &prev.clusters,
+            mesh.clusters.iter().map(|(n, c)| (n, Cluster::type_url(), c.encode_to_vec())),
+        );
         // Endpoint metadata holds protobuf maps: encoded in key order for stable versions.
-        let endpoints = TypeResources::shared(
-            mesh.endpoints
-                .iter()
-                .map(|(n, cla)| {
-                    let bytes = translate::encode_load_assignment(cla);
-                    (n.clone(), Encoded::from_bytes(n.clone(), ClusterLoadAssignment::type_url(), bytes))
-                })
-                .collect(),
+        let endpoints = encode_after(
+            &prev.endpoints,
+            mesh.endpoints.iter().map(|(n, cla)| {
+                (n, ClusterLoadAssignment::type_url(), translate::encode_load_assignment(cla))
+            }),
         );
         let inbound = Arc::new(InboundIndex::build(&state, &options));
-        let routes = mesh
-            .outbound_routes
-            .iter()
-            .map(|(ns, rc)| (ns.clone(), Encoded::new(rc.name.clone(), rc)))
-            .collect();
+        let route = |ns: &str, prev: Option<&Arc<Encoded>>| {
+            let bytes = mesh.outbound.encode_for_namespace(ns);
+            match prev {
+                Some(p) if p.any.value == bytes => p.clone(),
+                _ => Encoded::from_bytes(names::OUTBOUND, RouteConfiguration::type_url(), bytes),
+            }
+        };
+        let routes = mesh.namespaces.iter().map(|ns| (ns.clone(), route(ns, prev.routes.get(ns)))).collect();
+        // A namespace with no objects has no service of its own: no short names.
+        let routes_elsewhere = route("", Some(&prev.routes_elsewhere));
         Ok(Snapshot {
             version,
             built: Instant::now(),
@@ -134,6 +155,7 @@ impl Snapshot {
             clusters,
             endpoints,
             routes,
+            routes_elsewhere,
             splits: mesh.splits,
             options,
             inbound,
@@ -149,6 +171,11 @@ impl Snapshot {
             clusters: TypeResources::new(),
             endpoints: TypeResources::new(),
             routes: BTreeMap::new(),
+            routes_elsewhere: Encoded::from_bytes(
+                names::OUTBOUND,
+                RouteConfiguration::type_url(),
+                Vec::new(),
+            ),
             splits: SplitTable::default(),
             options: Arc::default(),
             inbound: Arc::default(),
@@ -167,13 +194,9 @@ impl Snapshot {
         let listeners =
             own.listeners.iter().map(|l| (l.name.clone(), Encoded::new(l.name.clone(), l))).collect();
         let mut routes = TypeResources::new();
-        if let Some(rc) = self.routes.get(&node.namespace) {
-            routes.insert(rc.name.clone(), rc.clone());
-        } else {
-            // A namespace with no objects still gets the (cross-namespace) routes.
-            let rc = translate::outbound_routes_for(&self.state, &self.splits, &node.namespace);
-            routes.insert(rc.name.clone(), Encoded::new(rc.name.clone(), &rc));
-        }
+        // A namespace with no objects still gets the (cross-namespace) routes.
+        let rc = self.routes.get(&node.namespace).unwrap_or(&self.routes_elsewhere);
+        routes.insert(rc.name.clone(), rc.clone());
         let mut by_type = BTreeMap::new();
         by_type.insert(type_url::CLUSTER, clusters);
         by_type.insert(type_url::ENDPOINT, self.endpoints.clone());
@@ -184,8 +207,22 @@ impl Snapshot {
     }
 }
 
-fn encode_all<M: Message + Name>(m: &BTreeMap<String, M>) -> BTreeMap<String, Arc<Encoded>> {
-    m.iter().map(|(n, r)| (n.clone(), Encoded::new(n.clone(), r))).collect()
+/// A shared map of encoded resources, each the previous map's `Arc` when its bytes are the
+/// same, recording which names changed since `prev`.
+fn encode_after<'a>(
+    prev: &TypeResources,
+    resources: impl Iterator<Item = (&'a String, String, Vec<u8>)>,
+) -> TypeResources {
+    let map = resources
+        .map(|(name, type_url, bytes)| {
+            let encoded = match prev.get(name) {
+                Some(p) if p.any.value == bytes => p.clone(),
+                _ => Encoded::from_bytes(name.clone(), type_url, bytes),
+            };
+            (name.clone(), encoded)
+        })
+        .collect();
+    TypeResources::shared_after(map, prev)
 }
 
 /// A version string for a set of resources: a hash of their names and versions.

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::collections::btree_map;
 use std::iter::Peekable;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use super::{Encoded, hash_hex, set_version};
 
@@ -18,6 +18,9 @@ use super::{Encoded, hash_hex, set_version};
 struct Shared {
     map: BTreeMap<String, Arc<Encoded>>,
     version: OnceLock<String>,
+    /// The map this one was built after, and the names whose entries differ from it (added,
+    /// changed or removed): a stream that holds that map compares only these.
+    since: Option<(Weak<Shared>, Vec<String>)>,
 }
 
 /// Resources of one type for one proxy, by name: a shared map plus the proxy's own
@@ -36,7 +39,60 @@ impl TypeResources {
 
     /// A map whose entries every clone shares (cloning it copies nothing).
     pub fn shared(map: BTreeMap<String, Arc<Encoded>>) -> Self {
-        TypeResources { shared: Arc::new(Shared { map, version: OnceLock::new() }), own: BTreeMap::new() }
+        TypeResources { shared: Arc::new(Shared { map, ..Shared::default() }), own: BTreeMap::new() }
+    }
+
+    /// [`shared`](Self::shared), recording which entries differ from `prev`'s shared map
+    /// (an entry is unchanged when it is the same `Arc`).
+    pub fn shared_after(map: BTreeMap<String, Arc<Encoded>>, prev: &TypeResources) -> Self {
+        let mut changed = Vec::new();
+        let mut old = prev.shared.map.iter().peekable();
+        for (name, res) in &map {
+            while let Some((gone, _)) = old.next_if(|(o, _)| *o < name) {
+                changed.push(gone.clone());
+            }
+            match old.next_if(|(o, _)| *o == name) {
+                Some((_, was)) if Arc::ptr_eq(was, res) => {}
+                _ => changed.push(name.clone()),
+            }
+        }
+        changed.extend(old.map(|(gone, _)| gone.clone()));
+        let since = Some((Arc::downgrade(&prev.shared), changed));
+        TypeResources { shared: Arc::new(Shared { map, since, ..Shared::default() }), own: BTreeMap::new() }
+    }
+
+    /// The names whose entries may differ between `older` and this map, when that is known
+    /// without comparing every entry: this map's shared part is `older`'s, or was built right
+    /// after it. Own entries of both are always listed. `None`: compare everything.
+    pub fn changed_since<'a>(&'a self, older: &'a TypeResources) -> Option<Vec<&'a str>> {
+        let mut names: Vec<&str> = if Arc::ptr_eq(&self.shared, &older.shared) {
+            Vec::new()
+        } else {
+            match &self.shared.since {
+                Some((prev, changed)) if Weak::ptr_eq(prev, &Arc::downgrade(&older.shared)) => {
+                    changed.iter().map(String::as_str).collect()
+                }
+                _ => return None,
+            }
+        };
+        names.extend(self.own.keys().chain(older.own.keys()).map(String::as_str));
+        names.sort_unstable();
+        names.dedup();
+        Some(names)
+    }
+
+    /// The entries of this map that `older` does not have, or has in another version.
+    pub fn updated_since(&self, older: &TypeResources) -> Vec<Arc<Encoded>> {
+        let differs = |name: &str, res: &Arc<Encoded>| match older.get(name) {
+            Some(was) => !Arc::ptr_eq(was, res) && was.version != res.version,
+            None => true,
+        };
+        match self.changed_since(older) {
+            Some(names) => {
+                names.into_iter().filter_map(|n| self.get(n).filter(|r| differs(n, r)).cloned()).collect()
+            }
+            None => self.iter().filter(|(n, r)| differs(n, r)).map(|(_, r)| r.clone()).collect(),
+        }
     }
 
     /// Adds (or replaces) an entry of this map only.
@@ -110,12 +166,11 @@ impl TypeResources {
 
     /// The entries of this map whose names `other` does not have.
     pub fn missing_from(&self, other: &TypeResources) -> Vec<(String, Arc<Encoded>)> {
-        if Arc::ptr_eq(&self.shared, &other.shared) {
-            return self
-                .own
-                .iter()
-                .filter(|(n, _)| !other.contains_key(n))
-                .map(|(n, r)| (n.clone(), r.clone()))
+        if let Some(names) = other.changed_since(self) {
+            return names
+                .into_iter()
+                .filter(|n| !other.contains_key(n))
+                .filter_map(|n| self.get(n).map(|r| (n.to_string(), r.clone())))
                 .collect();
         }
         let mut theirs = other.keys().peekable();

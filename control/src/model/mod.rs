@@ -350,10 +350,19 @@ impl MeshState {
 
     /// The pods whose labels a service's selector matches (none for an empty selector).
     pub fn selected_pods<'a>(&'a self, svc: &'a Service) -> impl Iterator<Item = &'a Pod> + 'a {
-        self.pods.values().filter(move |pod| {
-            !svc.selector.is_empty()
-                && pod.key.namespace == svc.key.namespace
-                && svc.selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
+        in_namespace(&self.pods, &svc.key.namespace).filter(move |pod| {
+            !svc.selector.is_empty() && svc.selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
         })
     }
+
+    /// The EndpointSlices that name a service (`kubernetes.io/service-name`), in key order.
+    pub fn slices_of<'a>(&'a self, svc: &'a Key) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
+        in_namespace(&self.endpoint_slices, &svc.namespace).filter(move |s| s.service == svc.name)
+    }
+}
+
+/// The values of a map keyed by [`Key`] whose namespace is `namespace`: a range of the map
+/// (keys order by namespace first), not a scan of every namespace.
+fn in_namespace<'a, V>(map: &'a BTreeMap<Key, V>, namespace: &'a str) -> impl Iterator<Item = &'a V> + 'a {
+    map.range(Key::new(namespace, "")..).take_while(move |(k, _)| k.namespace == namespace).map(|(_, v)| v)
 }

@@ -44,11 +44,7 @@ impl ResolvedEndpoint {
 /// selects, with a named `targetPort` looked up among each pod's container ports (pods without
 /// it are skipped).
 pub fn resolve_endpoints(state: &MeshState, svc: &Service, port: &ServicePort) -> Vec<ResolvedEndpoint> {
-    let mut slices = state
-        .endpoint_slices
-        .values()
-        .filter(|s| s.key.namespace == svc.key.namespace && s.service == svc.key.name)
-        .peekable();
+    let mut slices = state.slices_of(&svc.key).peekable();
 
     let mut out = Vec::new();
     if slices.peek().is_some() {

@@ -56,6 +56,9 @@ struct Entry {
 /// A directory that cannot be listed appears as its own path with an error.
 type Scan = BTreeMap<PathBuf, Result<String, String>>;
 
+/// One document of a file as the last load parsed it: index, first line and outcome.
+type ParsedDoc = (usize, usize, Outcome);
+
 /// A directory of Kubernetes-style manifests, the embedded default source.
 ///
 /// ```no_run
@@ -82,6 +85,9 @@ pub struct ManifestDir {
     split_order: SplitOrder,
     /// The files as the last load read them.
     last_scan: Option<Scan>,
+    /// Each file's documents as the last load parsed them: a file whose text is unchanged
+    /// is not parsed again (with thousands of files, parsing is most of a reload).
+    parsed: BTreeMap<PathBuf, Vec<ParsedDoc>>,
     /// What the last load produced.
     last_state: MeshState,
     last_errors: Vec<ManifestError>,
@@ -107,6 +113,7 @@ impl ManifestDir {
             refused_at: BTreeMap::new(),
             split_order: SplitOrder::default(),
             last_scan: None,
+            parsed: BTreeMap::new(),
             last_state: MeshState::default(),
             last_errors: Vec::new(),
         }
@@ -160,6 +167,7 @@ impl ManifestDir {
         // Files and directories whose earlier objects cannot be told apart now.
         let mut degraded: Vec<&Path> = Vec::new();
 
+        let mut parsed: BTreeMap<PathBuf, Vec<ParsedDoc>> = BTreeMap::new();
         for (path, contents) in &scan {
             let label = path.display().to_string();
             let text = match contents {
@@ -170,9 +178,18 @@ impl ManifestDir {
                     continue;
                 }
             };
-            for raw in manifest::split_documents(text) {
-                let here = Location { path: path.clone(), doc_index: raw.index, line: raw.first_line };
-                match manifest::parse_document(&label, &raw) {
+            let unchanged = self.last_scan.as_ref().and_then(|last| last.get(path)) == Some(contents);
+            let docs = match self.parsed.remove(path) {
+                Some(docs) if unchanged => docs,
+                _ => manifest::split_documents(text)
+                    .iter()
+                    .map(|raw| (raw.index, raw.first_line, manifest::parse_document(&label, raw)))
+                    .collect(),
+            };
+            let docs = parsed.entry(path.clone()).or_insert(docs);
+            for (index, first_line, outcome) in docs.iter() {
+                let here = Location { path: path.clone(), doc_index: *index, line: *first_line };
+                match outcome.clone() {
                     Outcome::Empty | Outcome::Skipped { .. } => {}
                     Outcome::Parsed(object) => {
                         let id = (object.kind(), object.key());
@@ -233,6 +250,7 @@ impl ManifestDir {
         self.objects = objects;
         self.refused_at = refused_at;
         self.last_scan = Some(scan);
+        self.parsed = parsed;
         self.last_state = state.clone();
         self.last_errors = errors.clone();
         LoadReport { state, errors, changed }

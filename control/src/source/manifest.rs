@@ -196,7 +196,7 @@ pub(super) fn split_documents(text: &str) -> Vec<RawDoc<'_>> {
 }
 
 /// What one document turned out to be.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) enum Outcome {
     /// Nothing but comments or whitespace.
     Empty,

@@ -25,6 +25,7 @@ use crate::model::MeshState;
 pub use cluster::OTEL_COLLECTOR_CLUSTER;
 pub use endpoint::encode_load_assignment;
 pub use inbound::InboundIndex;
+pub use route::OutboundHosts;
 pub use split::{SplitStatus, SplitTable};
 
 /// Default port of a proxy's inbound listener (Linkerd's).
@@ -194,10 +195,39 @@ pub struct ProxyResources {
     pub clusters: Vec<Cluster>,
 }
 
+/// The resources every proxy shares, with the outbound routes not yet given each namespace's
+/// view (see [`OutboundHosts`]): what a snapshot is built from.
+#[derive(Debug, Clone, Default)]
+pub struct SharedResources {
+    /// Outbound EDS clusters, by name.
+    pub clusters: BTreeMap<String, Cluster>,
+    /// ClusterLoadAssignments, by cluster name.
+    pub endpoints: BTreeMap<String, ClusterLoadAssignment>,
+    /// The outbound virtual hosts.
+    pub outbound: OutboundHosts,
+    /// Every namespace with an object in it: each gets its own outbound RouteConfiguration.
+    pub namespaces: BTreeSet<String>,
+    /// Which TrafficSplit applies to which root, and what each split's status is.
+    pub splits: SplitTable,
+}
+
 /// Builds the shared resources for a mesh state. With mTLS, the cluster of a
 /// service port with meshed endpoints dials them with mTLS (and expects their
 /// identities); the others stay plaintext.
 pub fn translate_mesh(state: &MeshState, opts: &MeshOptions) -> MeshResources {
+    let shared = translate_shared(state, opts);
+    let outbound_routes =
+        shared.namespaces.iter().map(|ns| (ns.clone(), shared.outbound.for_namespace(ns))).collect();
+    MeshResources {
+        clusters: shared.clusters,
+        endpoints: shared.endpoints,
+        outbound_routes,
+        splits: shared.splits,
+    }
+}
+
+/// [`translate_mesh`] without building each namespace's RouteConfiguration.
+pub fn translate_shared(state: &MeshState, opts: &MeshOptions) -> SharedResources {
     let splits = SplitTable::build(state);
     let mut clusters = BTreeMap::new();
     let mut endpoints = BTreeMap::new();
@@ -213,16 +243,16 @@ pub fn translate_mesh(state: &MeshState, opts: &MeshOptions) -> MeshResources {
             endpoints.insert(name.clone(), assignment.cla);
         }
     }
-    let namespaces: BTreeSet<&str> = state
+    let namespaces = state
         .namespaces
         .keys()
         .map(String::as_str)
         .chain(state.services.keys().map(|k| k.namespace.as_str()))
         .chain(state.pods.keys().map(|k| k.namespace.as_str()))
+        .map(str::to_string)
         .collect();
-    let outbound_routes =
-        namespaces.into_iter().map(|ns| (ns.to_string(), route::outbound(state, &splits, ns))).collect();
-    MeshResources { clusters, endpoints, outbound_routes, splits }
+    let outbound = OutboundHosts::build(state, &splits);
+    SharedResources { clusters, endpoints, outbound, namespaces, splits }
 }
 
 /// Builds the resources that belong to one proxy. With mTLS, its inbound
@@ -301,45 +331,58 @@ pub enum ConsistencyError {
 
 /// Checks that every route's cluster exists and every EDS cluster has endpoints.
 pub fn check_consistency(mesh: &MeshResources) -> Result<(), ConsistencyError> {
-    for (name, _) in mesh.clusters.iter().filter(|(_, c)| cluster::is_eds(c)) {
-        if !mesh.endpoints.contains_key(name) {
+    let routes = mesh
+        .outbound_routes
+        .iter()
+        .flat_map(|(ns, rc)| route_clusters(rc).map(move |c| (format!("{} (namespace {ns})", rc.name), c)));
+    check(&mesh.clusters, &mesh.endpoints, routes)
+}
+
+/// [`check_consistency`] of shared resources: the hosts' clusters, whatever the namespace.
+pub fn check_shared_consistency(shared: &SharedResources) -> Result<(), ConsistencyError> {
+    let routes =
+        shared.outbound.clusters().map(|(host, c)| (format!("{} (virtual host {host})", names::OUTBOUND), c));
+    check(&shared.clusters, &shared.endpoints, routes)
+}
+
+fn check<'a>(
+    clusters: &BTreeMap<String, Cluster>,
+    endpoints: &BTreeMap<String, ClusterLoadAssignment>,
+    mut routes: impl Iterator<Item = (String, &'a str)>,
+) -> Result<(), ConsistencyError> {
+    for (name, _) in clusters.iter().filter(|(_, c)| cluster::is_eds(c)) {
+        if !endpoints.contains_key(name) {
             return Err(ConsistencyError::MissingEndpoints(name.clone()));
         }
     }
-    if let Some(orphan) = mesh.endpoints.keys().find(|n| !mesh.clusters.contains_key(*n)) {
+    if let Some(orphan) = endpoints.keys().find(|n| !clusters.contains_key(*n)) {
         return Err(ConsistencyError::OrphanEndpoints(orphan.clone()));
     }
-    for (ns, rc) in &mesh.outbound_routes {
-        for cluster in route_clusters(rc) {
-            if !mesh.clusters.contains_key(cluster) {
-                return Err(ConsistencyError::MissingCluster {
-                    route: format!("{} (namespace {ns})", rc.name),
-                    cluster: cluster.to_string(),
-                });
-            }
-        }
+    if let Some((route, cluster)) = routes.find(|(_, c)| !clusters.contains_key(*c)) {
+        return Err(ConsistencyError::MissingCluster { route, cluster: cluster.to_string() });
     }
     Ok(())
 }
 
 /// Every cluster a RouteConfiguration's routes name.
 pub fn route_clusters(rc: &RouteConfiguration) -> impl Iterator<Item = &str> {
-    rc.virtual_hosts
-        .iter()
-        .flat_map(|vh| vh.routes.iter())
-        .filter_map(|r| match &r.action {
-            Some(Action::Route(ra)) => ra.cluster_specifier.as_ref(),
-            _ => None,
-        })
-        .flat_map(|spec| -> Box<dyn Iterator<Item = &str> + '_> {
-            match spec {
-                route_action::ClusterSpecifier::Cluster(c) => Box::new(std::iter::once(c.as_str())),
-                route_action::ClusterSpecifier::WeightedClusters(w) => {
-                    Box::new(w.clusters.iter().map(|c| c.name.as_str()))
-                }
-                _ => Box::new(std::iter::empty()),
+    rc.virtual_hosts.iter().flat_map(|vh| vh.routes.iter()).flat_map(action_clusters)
+}
+
+/// The clusters one route forwards to.
+fn action_clusters(
+    r: &weft_xds_protos::envoy::config::route::v3::Route,
+) -> Box<dyn Iterator<Item = &str> + '_> {
+    match &r.action {
+        Some(Action::Route(ra)) => match &ra.cluster_specifier {
+            Some(route_action::ClusterSpecifier::Cluster(c)) => Box::new(std::iter::once(c.as_str())),
+            Some(route_action::ClusterSpecifier::WeightedClusters(w)) => {
+                Box::new(w.clusters.iter().map(|c| c.name.as_str()))
             }
-        })
+            _ => Box::new(std::iter::empty()),
+        },
+        _ => Box::new(std::iter::empty()),
+    }
 }
 
 #[cfg(test)]

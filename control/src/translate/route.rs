@@ -9,24 +9,126 @@ use weft_xds_protos::envoy::config::route::v3::{
 use weft_xds_protos::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher};
 use weft_xds_protos::google::protobuf::UInt32Value;
 
+use prost::Message;
+
 use super::{SplitTable, names, split};
 use crate::model::{HttpMatch, HttpPolicy, Kind, MeshState, Protocol, Service, ServicePort};
 
 /// The outbound routes as a client in namespace `client_ns` sees them.
 pub(crate) fn outbound(state: &MeshState, splits: &SplitTable, client_ns: &str) -> RouteConfiguration {
-    let mut virtual_hosts = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for svc in state.services.values() {
-        for port in svc.ports.iter().filter(|p| p.protocol == Protocol::Http) {
-            virtual_hosts.push(VirtualHost {
-                name: format!("{}:{}", names::fqdn(&svc.key), port.port),
-                domains: names::unique(names::domains(svc, port.port, client_ns), &mut seen),
-                routes: with_stat_prefix(with_policy(service_routes(state, splits, svc, port), &svc.policy)),
-                ..Default::default()
-            });
+    OutboundHosts::build(state, splits).for_namespace(client_ns)
+}
+
+/// The outbound virtual hosts of one mesh state, each built and encoded once, ready to be
+/// given as every client namespace sees them.
+///
+/// Namespaces see the same hosts except for services' short names, which only clients of
+/// the service's own namespace get. A short name has no dot and is claimed by one service
+/// per namespace, so it never collides with another domain: the other domains are made
+/// unique once for every namespace, and a namespace's RouteConfiguration is each host's
+/// encoded name and domains followed by its encoded routes. With 10,000 services in 20
+/// namespaces, building and encoding each namespace's whole RouteConfiguration anew was most
+/// of a snapshot's cost.
+#[derive(Debug, Clone, Default)]
+pub struct OutboundHosts {
+    hosts: Vec<Host>,
+}
+
+/// One HTTP service port's virtual host.
+#[derive(Debug, Clone)]
+struct Host {
+    /// The service's namespace: its clients also get `short`.
+    namespace: String,
+    name: String,
+    /// The short-name domains, first in the host's list.
+    short: Vec<String>,
+    /// The other domains, without those an earlier host claimed.
+    common: Vec<String>,
+    routes: Vec<Route>,
+    /// `VirtualHost { routes }` encoded: the tail of the host's encoding (the fields after
+    /// `name` and `domains`), so name and domains are encoded first.
+    tail: Vec<u8>,
+}
+
+impl OutboundHosts {
+    /// Every HTTP service port's virtual host.
+    pub fn build(state: &MeshState, splits: &SplitTable) -> Self {
+        let mut hosts = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for svc in state.services.values() {
+            for port in svc.ports.iter().filter(|p| p.protocol == Protocol::Http) {
+                // Domains as a client of another namespace sees them; the short ones are
+                // exactly what a client of the service's namespace adds.
+                let common = names::unique(names::domains(svc, port.port, ""), &mut seen);
+                let mut short = names::domains(svc, port.port, &svc.key.namespace);
+                short.truncate(short.len() - names::domains(svc, port.port, "").len());
+                let routes =
+                    with_stat_prefix(with_policy(service_routes(state, splits, svc, port), &svc.policy));
+                let tail = VirtualHost { routes: routes.clone(), ..Default::default() }.encode_to_vec();
+                hosts.push(Host {
+                    namespace: svc.key.namespace.clone(),
+                    name: format!("{}:{}", names::fqdn(&svc.key), port.port),
+                    short,
+                    common,
+                    routes,
+                    tail,
+                });
+            }
+        }
+        OutboundHosts { hosts }
+    }
+
+    fn domains(host: &Host, client_ns: &str) -> Vec<String> {
+        if host.namespace == client_ns {
+            host.short.iter().chain(&host.common).cloned().collect()
+        } else {
+            host.common.clone()
         }
     }
-    RouteConfiguration { name: names::OUTBOUND.to_string(), virtual_hosts, ..Default::default() }
+
+    /// The RouteConfiguration a client in `client_ns` gets.
+    pub fn for_namespace(&self, client_ns: &str) -> RouteConfiguration {
+        let virtual_hosts = self
+            .hosts
+            .iter()
+            .map(|h| VirtualHost {
+                name: h.name.clone(),
+                domains: Self::domains(h, client_ns),
+                routes: h.routes.clone(),
+                ..Default::default()
+            })
+            .collect();
+        RouteConfiguration { name: names::OUTBOUND.to_string(), virtual_hosts, ..Default::default() }
+    }
+
+    /// [`for_namespace`](Self::for_namespace), encoded: the same bytes, from the hosts'
+    /// encoded routes.
+    pub fn encode_for_namespace(&self, client_ns: &str) -> Vec<u8> {
+        let head = |h: &Host| {
+            VirtualHost { name: h.name.clone(), domains: Self::domains(h, client_ns), ..Default::default() }
+                .encode_to_vec()
+        };
+        let heads: Vec<Vec<u8>> = self.hosts.iter().map(head).collect();
+        let name = RouteConfiguration { name: names::OUTBOUND.to_string(), ..Default::default() };
+        let size: usize = self.hosts.iter().zip(&heads).map(|(h, head)| 12 + head.len() + h.tail.len()).sum();
+        let mut out = Vec::with_capacity(name.encoded_len() + size);
+        name.encode(&mut out).unwrap_or_default();
+        for (h, head) in self.hosts.iter().zip(&heads) {
+            // Field 2 (`virtual_hosts`), length-delimited.
+            prost::encoding::encode_key(2, prost::encoding::WireType::LengthDelimited, &mut out);
+            prost::encoding::encode_varint((head.len() + h.tail.len()) as u64, &mut out);
+            out.extend_from_slice(head);
+            out.extend_from_slice(&h.tail);
+        }
+        out
+    }
+
+    /// Every cluster a host's routes name, with the host's name.
+    pub fn clusters(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.hosts
+            .iter()
+            .flat_map(|h| h.routes.iter().flat_map(super::action_clusters).map(move |c| (h.name.as_str(), c)))
+    }
 }
 
 /// Names each forwarding route's stats after the route, so Envoy keeps per-route stats

@@ -529,3 +529,47 @@ fn forwarding_routes_keep_per_route_stats_named_after_the_route() {
     assert_eq!(action(&routes[0]), Err(503));
     assert_eq!(routes[0].stat_prefix, "");
 }
+
+#[test]
+fn outbound_hosts_encode_each_namespace_as_its_route_configuration_would() {
+    // Two namespaces, a second port, and two Services sharing a ClusterIP: the second
+    // Service's IP domains are already claimed and must be dropped in every namespace.
+    let mut mesh = payments().ns("shop", true).svc("shop", "cart", "cart", 80, 8080).svc(
+        "shop",
+        "payment-svc",
+        "payment",
+        8080,
+        8080,
+    );
+    let ip = Some("10.96.0.10".parse().unwrap());
+    mesh.0.services.get_mut(&Key::new("payments", "payment-svc")).unwrap().cluster_ip = ip;
+    mesh.0.services.get_mut(&Key::new("shop", "cart")).unwrap().cluster_ip = ip;
+    mesh.0.services.get_mut(&Key::new("shop", "cart")).unwrap().ports.push(ServicePort {
+        name: Some("admin".into()),
+        port: 9090,
+        target_port: TargetPort::Number(9090),
+        protocol: Protocol::Http,
+    });
+    let splits = SplitTable::build(&mesh.0);
+    let hosts = OutboundHosts::build(&mesh.0, &splits);
+    for ns in ["payments", "shop", "elsewhere", ""] {
+        let rc = hosts.for_namespace(ns);
+        assert_eq!(hosts.encode_for_namespace(ns), prost::Message::encode_to_vec(&rc), "namespace {ns:?}");
+        let mut all: Vec<&String> = rc.virtual_hosts.iter().flat_map(|v| &v.domains).collect();
+        let n = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), n, "a domain appears twice for namespace {ns:?}");
+    }
+    let shop = hosts.for_namespace("shop");
+    let cart = shop.virtual_hosts.iter().find(|v| v.name == "cart.shop.svc.cluster.local:80").unwrap();
+    assert!(cart.domains.contains(&"cart".to_string()) && cart.domains.contains(&"cart:80".to_string()));
+    // payment-svc (first in key order) claimed the bare IP; cart keeps its own port's.
+    assert!(!cart.domains.iter().any(|d| d == "10.96.0.10"), "{:?}", cart.domains);
+    assert!(cart.domains.contains(&"10.96.0.10:80".to_string()), "{:?}", cart.domains);
+    let payments = hosts.for_namespace("payments");
+    let cart = payments.virtual_hosts.iter().find(|v| v.name == "cart.shop.svc.cluster.local:80").unwrap();
+    assert!(!cart.domains.iter().any(|d| d == "cart" || d == "cart:80"), "{:?}", cart.domains);
+    let root = payments.virtual_hosts.iter().find(|v| v.name == ROOT_VHOST).unwrap();
+    assert!(root.domains.contains(&"10.96.0.10:8080".to_string()));
+}

@@ -1,4 +1,7 @@
-//! State-of-the-World: every response carries the whole subscribed set of a type.
+//! State-of-the-World: a listener or cluster response carries every resource of its type;
+//! route, endpoint and secret responses carry only what the proxy does not have yet, as the
+//! xDS protocol allows for those types (a proxy keeps what a response leaves out). One
+//! changed endpoint then costs one ClusterLoadAssignment, not all of them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -10,7 +13,7 @@ use weft_xds_protos::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use super::registry::{NackReport, ProxyReport, now_secs};
 use super::stream::XdsProtocol;
 use super::{known_type, short_type, wildcard_type};
-use crate::cache::{ProxyView, REMOVAL_ORDER, Snapshot, TYPE_ORDER, TypeResources};
+use crate::cache::{Encoded, ProxyView, REMOVAL_ORDER, Snapshot, TYPE_ORDER, TypeResources};
 use crate::metrics::{Metrics, TypeLabel};
 
 /// Per-type SotW state on one stream.
@@ -48,10 +51,13 @@ impl Sotw {
         all.restricted_to(&state.names)
     }
 
+    /// A response for `resources` (the type's whole desired set), carrying `only` those
+    /// when given (a partial response of a non-wildcard type), else all of them.
     fn respond(
         &mut self,
         type_url: &'static str,
         resources: TypeResources,
+        only: Option<Vec<Arc<Encoded>>>,
         report: &mut ProxyReport,
     ) -> DiscoveryResponse {
         self.nonce += 1;
@@ -67,7 +73,10 @@ impl Sotw {
         tr.pushes += 1;
         let resp = DiscoveryResponse {
             version_info: version,
-            resources: resources.values().map(|r| r.any.clone()).collect(),
+            resources: match only {
+                Some(only) => only.iter().map(|r| r.any.clone()).collect(),
+                None => resources.values().map(|r| r.any.clone()).collect(),
+            },
             type_url: type_url.to_string(),
             nonce,
             control_plane: Some(ControlPlane { identifier: "weft".into() }),
@@ -150,7 +159,8 @@ impl XdsProtocol for Sotw {
             return Vec::new();
         }
         let desired = Self::desired(state, view.get(type_url));
-        vec![self.respond(type_url, desired, report)]
+        let only = (!wildcard_type(type_url)).then(|| desired.updated_since(&state.sent));
+        vec![self.respond(type_url, desired, only, report)]
     }
 
     fn on_update(
@@ -162,10 +172,21 @@ impl XdsProtocol for Sotw {
         let mut out = Vec::new();
         let mut removals = Vec::new();
         for type_url in TYPE_ORDER {
-            let Some(state) = self.types.get(type_url) else { continue };
+            let Some(state) = self.types.get_mut(type_url) else { continue };
             let desired = Self::desired(state, view.get(type_url));
             let version = desired.version();
             if state.version.as_ref() == Some(&version) || state.nacked.as_ref() == Some(&version) {
+                continue;
+            }
+            if !wildcard_type(type_url) {
+                // Only what changed; what went away the proxy drops with the listener or
+                // cluster that named it.
+                let updated = desired.updated_since(&state.sent);
+                if updated.is_empty() {
+                    state.sent = desired;
+                } else {
+                    out.push(self.respond(type_url, desired, Some(updated), report));
+                }
                 continue;
             }
             // Make before break: keep what is going away until everything
@@ -174,15 +195,15 @@ impl XdsProtocol for Sotw {
             if !removed.is_empty() && state.wildcard {
                 let mut union = desired.clone();
                 union.extend(removed);
-                out.push(self.respond(type_url, union, report));
+                out.push(self.respond(type_url, union, None, report));
                 removals.push((type_url, desired));
             } else {
-                out.push(self.respond(type_url, desired, report));
+                out.push(self.respond(type_url, desired, None, report));
             }
         }
         removals.sort_by_key(|(t, _)| REMOVAL_ORDER.iter().position(|r| r == t));
         for (type_url, desired) in removals {
-            out.push(self.respond(type_url, desired, report));
+            out.push(self.respond(type_url, desired, None, report));
         }
         out
     }

@@ -301,3 +301,125 @@ fn sotw_on_shared_views_keeps_the_version_until_something_changes() {
     assert_ne!(out[0].version_info, e[0].version_info);
     assert_eq!(r.types["eds"].subscribed_count, 2);
 }
+
+/// A view of shared maps (as snapshots make them) with clusters and assignments `entries`
+/// (name, assignment tag), built after `prev` when given: an entry whose tag is unchanged
+/// is `prev`'s very `Arc`, and the maps record what changed, as snapshots do.
+fn view_after(prev: Option<&ProxyView>, entries: &[(&str, u32)]) -> ProxyView {
+    let fresh = view(&[], 0);
+    let prev = prev.unwrap_or(&fresh);
+    let built = view(&entries.iter().map(|(n, _)| *n).collect::<Vec<_>>(), 0);
+    let mut out = ProxyView::default();
+    for t in [CLUSTER, ENDPOINT] {
+        let map = entries
+            .iter()
+            .map(|(n, tag)| {
+                let mut r = if t == CLUSTER {
+                    built.by_type[t][*n].clone()
+                } else {
+                    view(&[*n], *tag).by_type[t][*n].clone()
+                };
+                if let Some(old) = prev.by_type[t].get(n).filter(|old| old.version == r.version) {
+                    r = old.clone();
+                }
+                (n.to_string(), r)
+            })
+            .collect();
+        out.by_type.insert(t, TypeResources::shared_after(map, &prev.by_type[t]));
+    }
+    out.by_type.insert(LISTENER, TypeResources::new());
+    out
+}
+
+/// Drives both protocols through the same updates, from shared views (the quick path) and
+/// from the same content without the change records (a full comparison): what each sends
+/// must not depend on the path.
+#[test]
+fn one_changed_assignment_of_many_is_all_that_is_sent_whichever_path() {
+    let v1 = view_after(None, &[("a", 1), ("b", 1), ("c", 1)]);
+    let v2 = view_after(Some(&v1), &[("a", 1), ("b", 2), ("c", 1)]);
+    let v3 = view_after(Some(&v2), &[("a", 1), ("b", 2)]);
+    assert_eq!(v2.by_type[ENDPOINT].changed_since(&v1.by_type[ENDPOINT]), Some(vec!["b"]), "only b changed");
+    assert_eq!(v3.by_type[CLUSTER].changed_since(&v2.by_type[CLUSTER]), Some(vec!["c"]));
+    let flat = |v: &ProxyView| {
+        let mut out = ProxyView::default();
+        for (t, m) in &v.by_type {
+            out.by_type
+                .insert(t, TypeResources::shared(m.iter().map(|(k, r)| (k.clone(), r.clone())).collect()));
+        }
+        out
+    };
+    let summary = |replies: Vec<(String, Vec<String>, Vec<String>)>| {
+        replies.into_iter().map(|(t, up, rm)| format!("{t} +{up:?} -{rm:?}")).collect::<Vec<_>>()
+    };
+
+    for quick in [true, false] {
+        let pick = |v: &ProxyView| if quick { v.clone() } else { flat(v) };
+        let (v1, v2, v3) = (pick(&v1), pick(&v2), pick(&v3));
+
+        let mut s = Sotw::new(Arc::new(Metrics::new()));
+        let mut r = report();
+        let c = s.on_request(sotw_req(CLUSTER, &[], "", None), &v1, &snap(), &mut r);
+        s.on_request(sotw_req(CLUSTER, &[], &c[0].nonce, None), &v1, &snap(), &mut r);
+        let e = s.on_request(sotw_req(ENDPOINT, &["a", "b", "c"], "", None), &v1, &snap(), &mut r);
+        assert_eq!(e[0].resources.len(), 3, "the first response has every subscribed assignment");
+        s.on_request(sotw_req(ENDPOINT, &["a", "b", "c"], &e[0].nonce, None), &v1, &snap(), &mut r);
+        let sotw = |out: Vec<weft_xds_protos::envoy::service::discovery::v3::DiscoveryResponse>| {
+            summary(
+                out.into_iter()
+                    .map(|r| {
+                        let names = r
+                            .resources
+                            .iter()
+                            .map(|a| {
+                                if r.type_url == ENDPOINT {
+                                    <ClusterLoadAssignment as prost::Message>::decode(&a.value[..])
+                                        .unwrap()
+                                        .cluster_name
+                                } else {
+                                    <Cluster as prost::Message>::decode(&a.value[..]).unwrap().name
+                                }
+                            })
+                            .collect();
+                        (super::short_type(&r.type_url).to_string(), names, Vec::new())
+                    })
+                    .collect(),
+            )
+        };
+        assert_eq!(sotw(s.on_update(&v2, &snap(), &mut r)), ["eds +[\"b\"] -[]"], "quick: {quick}");
+        // CDS is whole (c kept until the end, make before break); the proxy drops c's
+        // assignment with its cluster, so nothing is sent for EDS.
+        assert_eq!(
+            sotw(s.on_update(&v3, &snap(), &mut r)),
+            ["cds +[\"a\", \"b\", \"c\"] -[]", "cds +[\"a\", \"b\"] -[]"],
+            "quick: {quick}"
+        );
+
+        let mut d = Delta::new(Arc::new(Metrics::new()));
+        let mut r = report();
+        let c = d.on_request(delta_req(CLUSTER, &[], "", None), &v1, &snap(), &mut r);
+        d.on_request(delta_req(CLUSTER, &[], &c[0].nonce, None), &v1, &snap(), &mut r);
+        let e = d.on_request(delta_req(ENDPOINT, &["a", "b", "c"], "", None), &v1, &snap(), &mut r);
+        assert_eq!(e[0].resources.len(), 3);
+        d.on_request(delta_req(ENDPOINT, &[], &e[0].nonce, None), &v1, &snap(), &mut r);
+        let delta = |out: Vec<weft_xds_protos::envoy::service::discovery::v3::DeltaDiscoveryResponse>| {
+            summary(
+                out.into_iter()
+                    .map(|r| {
+                        let up = r.resources.iter().map(|x| x.name.clone()).collect();
+                        (super::short_type(&r.type_url).to_string(), up, r.removed_resources)
+                    })
+                    .collect(),
+            )
+        };
+        let out = d.on_update(&v2, &snap(), &mut r);
+        let nonce = out[0].nonce.clone();
+        assert_eq!(delta(out), ["eds +[\"b\"] -[]"], "quick: {quick}");
+        d.on_request(delta_req(ENDPOINT, &[], &nonce, None), &v2, &snap(), &mut r);
+        assert_eq!(
+            delta(d.on_update(&v3, &snap(), &mut r)),
+            ["cds +[] -[\"c\"]", "eds +[] -[\"c\"]"],
+            "quick: {quick}"
+        );
+    }
+}
