@@ -154,7 +154,7 @@ impl Publisher {
         self.metrics.invalid_objects.set(i64::try_from(report.errors.len()).unwrap_or(i64::MAX));
         let version = self.version + 1;
         let prev = self.snapshots.borrow().clone();
-        match Snapshot::build_after(version, Arc::new(report.state.clone()), self.options.clone(), &prev) {
+        match Snapshot::build_after(version, report.state.clone(), self.options.clone(), &prev) {
             Ok(snapshot) => {
                 self.version = version;
                 self.metrics.snapshot_version.set(i64::try_from(version).unwrap_or(i64::MAX));

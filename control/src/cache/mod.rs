@@ -4,7 +4,7 @@
 //! (clusters, endpoints, per-namespace routes) are encoded once and handed out
 //! as `Arc`s; each proxy's own listeners are built from the snapshot on demand.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,11 +15,14 @@ use weft_xds_protos::envoy::config::route::v3::RouteConfiguration;
 use weft_xds_protos::google::protobuf::Any;
 use weft_xds_protos::type_url;
 
-use crate::model::MeshState;
+use crate::model::{Key, MeshState};
 use crate::translate::{
-    self, ConsistencyError, InboundIndex, MeshOptions, ProxyNode, SharedResources, SplitTable, names,
+    self, ConsistencyError, InboundIndex, MeshOptions, OutboundHosts, ProxyNode, SharedResources, SplitTable,
+    names,
 };
+use plan::Plan;
 
+mod plan;
 mod resources;
 
 pub use resources::{Iter, TypeResources};
@@ -124,6 +127,93 @@ impl Snapshot {
         options: Arc<MeshOptions>,
         prev: &Snapshot,
     ) -> Result<Self, ConsistencyError> {
+        let plan = if prev.version == 0 || prev.options != options {
+            Plan::Everything
+        } else {
+            plan::plan(&prev.state, &state)
+        };
+        match plan {
+            Plan::Everything => Self::build_all(version, state, options, prev),
+            Plan::Services { dirty, routes } => {
+                Self::build_some(version, state, options, prev, &dirty, routes)
+            }
+        }
+    }
+
+    /// Translates only the services in `dirty` (and the routes when `routes`), taking
+    /// everything else from `prev`: what [`build_all`](Self::build_all) would make.
+    fn build_some(
+        version: u64,
+        state: Arc<MeshState>,
+        options: Arc<MeshOptions>,
+        prev: &Snapshot,
+        dirty: &BTreeSet<Key>,
+        routes: bool,
+    ) -> Result<Self, ConsistencyError> {
+        let splits = SplitTable::build(&state);
+        let mut clusters: BTreeMap<String, Arc<Encoded>> =
+            prev.clusters.iter().map(|(n, r)| (n.clone(), r.clone())).collect();
+        let mut endpoints: BTreeMap<String, Arc<Encoded>> =
+            prev.endpoints.iter().map(|(n, r)| (n.clone(), r.clone())).collect();
+        for key in dirty {
+            for port in prev.state.services.get(key).iter().flat_map(|svc| &svc.ports) {
+                let name = names::outbound_cluster(key, port.port);
+                clusters.remove(&name);
+                endpoints.remove(&name);
+            }
+            let Some(svc) = state.services.get(key) else { continue };
+            for (name, c, cla) in translate::translate_service(&state, svc, &options) {
+                let bytes = c.encode_to_vec();
+                clusters
+                    .insert(name.clone(), reuse(prev.clusters.get(&name), &name, Cluster::type_url(), bytes));
+                let bytes = translate::encode_load_assignment(&cla);
+                let cla = reuse(prev.endpoints.get(&name), &name, ClusterLoadAssignment::type_url(), bytes);
+                endpoints.insert(name, cla);
+            }
+        }
+        let namespaces = translate::namespaces(&state);
+        let (routes, routes_elsewhere) = if routes || !namespaces.iter().eq(prev.routes.keys()) {
+            let hosts = OutboundHosts::build(&state, &splits);
+            translate::check_routes(&hosts, |c| clusters.contains_key(c))?;
+            Self::encode_routes(&hosts, &namespaces, prev)
+        } else {
+            (prev.routes.clone(), prev.routes_elsewhere.clone())
+        };
+        Ok(Snapshot {
+            version,
+            built: Instant::now(),
+            inbound: Arc::new(InboundIndex::rebuild(&prev.inbound, &state, &options, dirty)),
+            state,
+            clusters: TypeResources::shared_after(clusters, &prev.clusters),
+            endpoints: TypeResources::shared_after(endpoints, &prev.endpoints),
+            routes,
+            routes_elsewhere,
+            splits,
+            options,
+        })
+    }
+
+    /// Each namespace's outbound RouteConfiguration, and that of a namespace with no
+    /// objects (no service of its own: no short names); `prev`'s where the bytes are equal.
+    fn encode_routes(
+        hosts: &OutboundHosts,
+        namespaces: &BTreeSet<String>,
+        prev: &Snapshot,
+    ) -> (BTreeMap<String, Arc<Encoded>>, Arc<Encoded>) {
+        let route = |ns: &str, prev: Option<&Arc<Encoded>>| {
+            reuse(prev, names::OUTBOUND, RouteConfiguration::type_url(), hosts.encode_for_namespace(ns))
+        };
+        let routes = namespaces.iter().map(|ns| (ns.clone(), route(ns, prev.routes.get(ns)))).collect();
+        (routes, route("", Some(&prev.routes_elsewhere)))
+    }
+
+    /// Translates and encodes the whole mesh state.
+    fn build_all(
+        version: u64,
+        state: Arc<MeshState>,
+        options: Arc<MeshOptions>,
+        prev: &Snapshot,
+    ) -> Result<Self, ConsistencyError> {
         let mesh: SharedResources = translate::translate_shared(&state, &options);
         translate::check_shared_consistency(&mesh)?;
         let clusters = encode_after(
@@ -138,16 +228,7 @@ impl Snapshot {
             }),
         );
         let inbound = Arc::new(InboundIndex::build(&state, &options));
-        let route = |ns: &str, prev: Option<&Arc<Encoded>>| {
-            let bytes = mesh.outbound.encode_for_namespace(ns);
-            match prev {
-                Some(p) if p.any.value == bytes => p.clone(),
-                _ => Encoded::from_bytes(names::OUTBOUND, RouteConfiguration::type_url(), bytes),
-            }
-        };
-        let routes = mesh.namespaces.iter().map(|ns| (ns.clone(), route(ns, prev.routes.get(ns)))).collect();
-        // A namespace with no objects has no service of its own: no short names.
-        let routes_elsewhere = route("", Some(&prev.routes_elsewhere));
+        let (routes, routes_elsewhere) = Self::encode_routes(&mesh.outbound, &mesh.namespaces, prev);
         Ok(Snapshot {
             version,
             built: Instant::now(),
@@ -214,15 +295,17 @@ fn encode_after<'a>(
     resources: impl Iterator<Item = (&'a String, String, Vec<u8>)>,
 ) -> TypeResources {
     let map = resources
-        .map(|(name, type_url, bytes)| {
-            let encoded = match prev.get(name) {
-                Some(p) if p.any.value == bytes => p.clone(),
-                _ => Encoded::from_bytes(name.clone(), type_url, bytes),
-            };
-            (name.clone(), encoded)
-        })
+        .map(|(name, type_url, bytes)| (name.clone(), reuse(prev.get(name), name, type_url, bytes)))
         .collect();
     TypeResources::shared_after(map, prev)
+}
+
+/// `prev` when it holds exactly `bytes`, else a new resource.
+fn reuse(prev: Option<&Arc<Encoded>>, name: &str, type_url: String, bytes: Vec<u8>) -> Arc<Encoded> {
+    match prev {
+        Some(p) if p.any.value == bytes => p.clone(),
+        _ => Encoded::from_bytes(name, type_url, bytes),
+    }
 }
 
 /// A version string for a set of resources: a hash of their names and versions.

@@ -90,3 +90,103 @@ fn a_snapshot_built_after_another_reuses_every_unchanged_resource() {
     let removed = same.clusters.missing_from(&next.clusters);
     assert_eq!(removed.into_iter().map(|(n, _)| n).collect::<Vec<_>>(), [web]);
 }
+
+/// Every resource's name and version, the inbound index and the split table: two snapshots
+/// that agree on these serve every proxy the same.
+fn fingerprint(s: &Snapshot) -> impl PartialEq + std::fmt::Debug {
+    let versions =
+        |t: &TypeResources| t.iter().map(|(n, r)| (n.clone(), r.version.clone())).collect::<Vec<_>>();
+    (
+        versions(&s.clusters),
+        versions(&s.endpoints),
+        s.routes.iter().map(|(ns, r)| (ns.clone(), r.version.clone())).collect::<Vec<_>>(),
+        s.routes_elsewhere.version.clone(),
+        (*s.inbound).clone(),
+        s.splits.clone(),
+    )
+}
+
+#[test]
+fn building_only_what_changed_gives_what_building_everything_gives() {
+    use crate::model::{EndpointSlice, SliceEndpoint};
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/payments");
+    let base = (*crate::source::ManifestDir::new(example).load().state).clone();
+    let pod = |state: &mut MeshState, name: &str| -> Key {
+        state.pods.keys().find(|k| k.name.starts_with(name)).cloned().unwrap()
+    };
+    type Edit = Box<dyn Fn(&mut MeshState)>;
+    let edits: Vec<(&str, Edit)> = vec![
+        ("nothing", Box::new(|_| {})),
+        (
+            "a pod moves",
+            Box::new(move |s| {
+                let k = pod(s, "payment-v1");
+                s.pods.get_mut(&k).unwrap().ip = Some("127.0.99.1".parse().unwrap());
+            }),
+        ),
+        (
+            "a split backend loses its only pod",
+            Box::new(move |s| {
+                let k = pod(s, "payment-v2");
+                s.pods.get_mut(&k).unwrap().ready = false;
+            }),
+        ),
+        (
+            "a pod is added",
+            Box::new(move |s| {
+                let k = pod(s, "payment-v1");
+                let mut p = s.pods[&k].clone();
+                p.key.name = "payment-v1-extra".into();
+                p.ip = Some("127.0.99.2".parse().unwrap());
+                s.pods.insert(p.key.clone(), p);
+            }),
+        ),
+        (
+            "a slice takes over a service",
+            Box::new(|s| {
+                let key = Key::new("payments", "fraud-slice");
+                let endpoints = vec![SliceEndpoint {
+                    addresses: vec!["127.0.99.3".parse().unwrap()],
+                    ready: true,
+                    pod: None,
+                }];
+                let slice = EndpointSlice {
+                    key: key.clone(),
+                    service: "fraud-detect".into(),
+                    ports: vec![],
+                    endpoints,
+                };
+                s.endpoint_slices.insert(key, slice);
+            }),
+        ),
+        (
+            "a service gets a port",
+            Box::new(|s| {
+                let svc = s.services.values_mut().next().unwrap();
+                let mut port = svc.ports[0].clone();
+                port.port += 1000;
+                port.name = Some("extra".into());
+                svc.ports.push(port);
+            }),
+        ),
+        (
+            "a split's weights change",
+            Box::new(|s| {
+                let split = s.traffic_splits.values_mut().next().unwrap();
+                split.backends[0].weight_milli += 1;
+            }),
+        ),
+    ];
+    let opts = Arc::new(crate::translate::MeshOptions::default());
+    let first = Snapshot::build(1, Arc::new(base.clone()), opts.clone()).unwrap();
+    let mut prev = first;
+    let mut state = base;
+    for (what, edit) in edits {
+        edit(&mut state);
+        let quick =
+            Snapshot::build_after(prev.version + 1, Arc::new(state.clone()), opts.clone(), &prev).unwrap();
+        let full = Snapshot::build(prev.version + 1, Arc::new(state.clone()), opts.clone()).unwrap();
+        assert_eq!(fingerprint(&quick), fingerprint(&full), "after {what}");
+        prev = quick;
+    }
+}

@@ -363,6 +363,9 @@ impl MeshState {
 
 /// The values of a map keyed by [`Key`] whose namespace is `namespace`: a range of the map
 /// (keys order by namespace first), not a scan of every namespace.
-fn in_namespace<'a, V>(map: &'a BTreeMap<Key, V>, namespace: &'a str) -> impl Iterator<Item = &'a V> + 'a {
+pub(crate) fn in_namespace<'a, V>(
+    map: &'a BTreeMap<Key, V>,
+    namespace: &'a str,
+) -> impl Iterator<Item = &'a V> + 'a {
     map.range(Key::new(namespace, "")..).take_while(move |(k, _)| k.namespace == namespace).map(|(_, v)| v)
 }

@@ -12,6 +12,7 @@ mod watch;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::assemble::SplitOrder;
 use super::manifest::{self, ManifestError, Object, Outcome};
@@ -26,8 +27,9 @@ const MAX_DEPTH: usize = 16;
 /// The result of loading the directory.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoadReport {
-    /// The mesh state: every valid object, plus the last valid version of refused ones.
-    pub state: MeshState,
+    /// The mesh state: every valid object, plus the last valid version of refused ones
+    /// (shared: reports are cloned and published, and the state can be large).
+    pub state: Arc<MeshState>,
     /// Every problem found, in file order (sorted paths, then document order).
     pub errors: Vec<ManifestError>,
     /// Whether `state` or `errors` differ from the previous load (always true for the first).
@@ -89,7 +91,7 @@ pub struct ManifestDir {
     /// is not parsed again (with thousands of files, parsing is most of a reload).
     parsed: BTreeMap<PathBuf, Vec<ParsedDoc>>,
     /// What the last load produced.
-    last_state: MeshState,
+    last_state: Arc<MeshState>,
     last_errors: Vec<ManifestError>,
 }
 
@@ -114,7 +116,7 @@ impl ManifestDir {
             split_order: SplitOrder::default(),
             last_scan: None,
             parsed: BTreeMap::new(),
-            last_state: MeshState::default(),
+            last_state: Arc::default(),
             last_errors: Vec::new(),
         }
     }
@@ -238,7 +240,7 @@ impl ManifestDir {
             }
         }
 
-        let state = self.state_of(&objects);
+        let state = Arc::new(self.state_of(&objects));
         let changed = self.last_scan.is_none() || state != self.last_state || errors != self.last_errors;
         tracing::debug!(
             root = %self.root.display(),

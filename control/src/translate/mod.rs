@@ -226,31 +226,64 @@ pub fn translate_mesh(state: &MeshState, opts: &MeshOptions) -> MeshResources {
     }
 }
 
-/// [`translate_mesh`] without building each namespace's RouteConfiguration.
-pub fn translate_shared(state: &MeshState, opts: &MeshOptions) -> SharedResources {
-    let splits = SplitTable::build(state);
-    let mut clusters = BTreeMap::new();
-    let mut endpoints = BTreeMap::new();
-    for svc in state.services.values() {
-        for port in &svc.ports {
+/// Every namespace with an object in it (a Namespace, a Service or a Pod).
+pub fn namespaces(state: &MeshState) -> BTreeSet<String> {
+    let mut out: BTreeSet<String> = state.namespaces.keys().cloned().collect();
+    for ns in state.services.keys().map(|k| &k.namespace).chain(state.pods.keys().map(|k| &k.namespace)) {
+        if !out.contains(ns) {
+            out.insert(ns.clone());
+        }
+    }
+    out
+}
+
+/// Checks that every cluster the outbound hosts' routes name exists.
+pub fn check_routes(
+    hosts: &OutboundHosts,
+    has_cluster: impl Fn(&str) -> bool,
+) -> Result<(), ConsistencyError> {
+    match hosts.clusters().find(|(_, c)| !has_cluster(c)) {
+        Some((host, cluster)) => Err(ConsistencyError::MissingCluster {
+            route: format!("{} (virtual host {host})", names::OUTBOUND),
+            cluster: cluster.to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// One service's outbound clusters and their assignments, one per port: (name, cluster,
+/// assignment).
+pub fn translate_service(
+    state: &MeshState,
+    svc: &crate::model::Service,
+    opts: &MeshOptions,
+) -> Vec<(String, Cluster, ClusterLoadAssignment)> {
+    svc.ports
+        .iter()
+        .map(|port| {
             let name = names::outbound_cluster(&svc.key, port.port);
             let assignment = endpoint::load_assignment(state, svc, port, &name, opts);
             let mut c = cluster::outbound(&name, port.protocol);
             if !assignment.mtls_identities.is_empty() {
                 cluster::with_mtls(&mut c, &names::sni(&svc.key, port.port), &assignment.mtls_identities);
             }
+            (name, c, assignment.cla)
+        })
+        .collect()
+}
+
+/// [`translate_mesh`] without building each namespace's RouteConfiguration.
+pub fn translate_shared(state: &MeshState, opts: &MeshOptions) -> SharedResources {
+    let splits = SplitTable::build(state);
+    let mut clusters = BTreeMap::new();
+    let mut endpoints = BTreeMap::new();
+    for svc in state.services.values() {
+        for (name, c, cla) in translate_service(state, svc, opts) {
             clusters.insert(name.clone(), c);
-            endpoints.insert(name.clone(), assignment.cla);
+            endpoints.insert(name, cla);
         }
     }
-    let namespaces = state
-        .namespaces
-        .keys()
-        .map(String::as_str)
-        .chain(state.services.keys().map(|k| k.namespace.as_str()))
-        .chain(state.pods.keys().map(|k| k.namespace.as_str()))
-        .map(str::to_string)
-        .collect();
+    let namespaces = namespaces(state);
     let outbound = OutboundHosts::build(state, &splits);
     SharedResources { clusters, endpoints, outbound, namespaces, splits }
 }

@@ -47,7 +47,7 @@ fn payments() -> MeshState {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/payments");
     let report = crate::source::ManifestDir::new(dir).load();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
-    let mut state = report.state;
+    let mut state = (*report.state).clone();
     state
         .pods
         .get_mut(&Key::new("payments", "payment-v1"))

@@ -39,8 +39,9 @@ impl ManifestDir {
     /// [`load`](Self::load) sees the change. Kinds weft does not handle are refused.
     pub fn apply(&mut self, file_label: &str, text: &str) -> Result<ApplyOutcome, Vec<ManifestError>> {
         let incoming = validate(file_label, text)?;
-        // Locations must be those of the files as they are now.
-        self.load();
+        // Locations must be those of the files as they are now (reloaded only if a file
+        // changed since the last load).
+        self.poll();
 
         let mut changes: BTreeMap<PathBuf, FileChange<'_>> = BTreeMap::new();
         let mut lines = Vec::new();

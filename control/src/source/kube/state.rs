@@ -114,7 +114,7 @@ impl StateBuilder {
         let errors: Vec<ManifestError> = errors.into_iter().map(|(_, e)| e).collect();
         let changed = self.last.as_ref() != Some(&(state.clone(), errors.clone()));
         self.last = Some((state.clone(), errors.clone()));
-        (LoadReport { state, errors, changed }, index)
+        (LoadReport { state: Arc::new(state), errors, changed }, index)
     }
 
     /// The parse of one object, from the cache when neither it nor its version changed.

@@ -54,7 +54,7 @@ fn report(extra: &[String]) -> LoadReport {
             other => panic!("unexpected {other:?}"),
         }
     }
-    LoadReport { state, errors: Vec::new(), changed: true }
+    LoadReport { state: std::sync::Arc::new(state), errors: Vec::new(), changed: true }
 }
 
 fn conditions(report: &LoadReport, kind: Kind, name: &str, nacks: &[NackInfo]) -> [Desired; 2] {
@@ -136,7 +136,7 @@ fn an_invalid_weight_is_not_accepted_and_says_whether_the_last_valid_version_sta
     assert!(a.message.ends_with("the last valid version stays applied"), "{a:?}");
     assert_eq!(short(&p), ("Programmed", true, "Programmed"), "the last valid version is what proxies run");
 
-    r.state.traffic_splits.clear();
+    std::sync::Arc::make_mut(&mut r.state).traffic_splits.clear();
     let [a, p] = conditions(&r, Kind::TrafficSplit, "s", &[]);
     assert!(a.message.ends_with("not applied"), "{a:?}");
     assert_eq!(short(&p), ("Programmed", false, "NotAccepted"));
