@@ -81,6 +81,13 @@ impl TypeResources {
         Some(names)
     }
 
+    /// Whether this map is `other` (a clone of it): the same shared map and own entries.
+    pub fn shares(&self, other: &TypeResources) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+            && self.own.len() == other.own.len()
+            && self.own.iter().zip(&other.own).all(|((a, x), (b, y))| a == b && Arc::ptr_eq(x, y))
+    }
+
     /// The entries of this map that `older` does not have, or has in another version.
     pub fn updated_since(&self, older: &TypeResources) -> Vec<Arc<Encoded>> {
         let differs = |name: &str, res: &Arc<Encoded>| match older.get(name) {

@@ -56,7 +56,41 @@ struct Entry {
 
 /// The files read by one scan: path to contents, or why it could not be read.
 /// A directory that cannot be listed appears as its own path with an error.
-type Scan = BTreeMap<PathBuf, Result<String, String>>;
+type Scan = BTreeMap<PathBuf, Result<Arc<str>, String>>;
+
+/// What a file's metadata said when it was read: the same stamp means the same contents,
+/// unless the file was written too recently to tell (see [`Stamp::settled`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    /// Inode, device and change time (Unix): a file replaced by a rename is a new inode.
+    ino: u64,
+    dev: u64,
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        #[cfg(unix)]
+        let (ino, dev, ctime) = {
+            use std::os::unix::fs::MetadataExt;
+            (meta.ino(), meta.dev(), (meta.ctime(), meta.ctime_nsec()))
+        };
+        #[cfg(not(unix))]
+        let (ino, dev, ctime) = (0, 0, (0, 0));
+        Stamp { len: meta.len(), modified: meta.modified().ok(), ino, dev, ctime }
+    }
+
+    /// Whether the file was last written long enough ago that a later write would change
+    /// its modification time: two writes within one timestamp tick could leave the same
+    /// stamp, so a file modified in the last seconds is read again anyway.
+    fn settled(&self) -> bool {
+        self.modified
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(2))
+    }
+}
 
 /// One document of a file as the last load parsed it: index, first line and outcome.
 type ParsedDoc = (usize, usize, Outcome);
@@ -87,6 +121,9 @@ pub struct ManifestDir {
     split_order: SplitOrder,
     /// The files as the last load read them.
     last_scan: Option<Scan>,
+    /// Each file's stamp when the last scan read it: a settled file with the same stamp is
+    /// not read again (a poll would otherwise read the whole directory every interval).
+    stamps: BTreeMap<PathBuf, Stamp>,
     /// Each file's documents as the last load parsed them: a file whose text is unchanged
     /// is not parsed again (with thousands of files, parsing is most of a reload).
     parsed: BTreeMap<PathBuf, Vec<ParsedDoc>>,
@@ -115,6 +152,7 @@ impl ManifestDir {
             refused_at: BTreeMap::new(),
             split_order: SplitOrder::default(),
             last_scan: None,
+            stamps: BTreeMap::new(),
             parsed: BTreeMap::new(),
             last_state: Arc::default(),
             last_errors: Vec::new(),
@@ -156,9 +194,12 @@ impl ManifestDir {
         LoadReport { state: self.last_state.clone(), errors: self.last_errors.clone(), changed: false }
     }
 
-    fn scan(&self) -> Scan {
+    fn scan(&mut self) -> Scan {
         let mut scan = Scan::new();
-        scan_dir(&self.root, 0, &mut scan);
+        let mut stamps = BTreeMap::new();
+        let last = Known { scan: self.last_scan.as_ref(), stamps: &self.stamps };
+        scan_dir(&self.root, 0, &last, &mut scan, &mut stamps);
+        self.stamps = stamps;
         scan
     }
 
@@ -279,7 +320,28 @@ fn is_manifest_name(name: &str) -> bool {
         && (name.ends_with(".yaml") || name.ends_with(".yml"))
 }
 
-fn scan_dir(dir: &Path, depth: usize, scan: &mut Scan) {
+/// What the last scan read, to reuse for files whose stamp has not changed.
+struct Known<'a> {
+    scan: Option<&'a Scan>,
+    stamps: &'a BTreeMap<PathBuf, Stamp>,
+}
+
+impl Known<'_> {
+    fn reuse(&self, path: &Path, stamp: &Stamp) -> Option<Arc<str>> {
+        if !stamp.settled() || self.stamps.get(path) != Some(stamp) {
+            return None;
+        }
+        self.scan?.get(path)?.as_ref().ok().cloned()
+    }
+}
+
+fn scan_dir(
+    dir: &Path,
+    depth: usize,
+    last: &Known<'_>,
+    scan: &mut Scan,
+    stamps: &mut BTreeMap<PathBuf, Stamp>,
+) {
     let listing = match std::fs::read_dir(dir) {
         Ok(listing) => listing,
         Err(e) => {
@@ -311,13 +373,21 @@ fn scan_dir(dir: &Path, depth: usize, scan: &mut Scan) {
         };
         if meta.is_dir() {
             if depth < MAX_DEPTH {
-                scan_dir(&path, depth + 1, scan);
+                scan_dir(&path, depth + 1, last, scan, stamps);
             }
         } else if is_manifest_name(name) {
-            let contents =
-                std::fs::read(&path).map_err(|e| format!("cannot read file: {e}")).and_then(|bytes| {
-                    String::from_utf8(bytes).map_err(|_| "cannot read file: not UTF-8 text".to_string())
-                });
+            let stamp = Stamp::of(&meta);
+            let contents = match last.reuse(&path, &stamp) {
+                Some(known) => Ok(known),
+                None => {
+                    std::fs::read(&path).map_err(|e| format!("cannot read file: {e}")).and_then(|bytes| {
+                        String::from_utf8(bytes)
+                            .map(Arc::from)
+                            .map_err(|_| "cannot read file: not UTF-8 text".to_string())
+                    })
+                }
+            };
+            stamps.insert(path.clone(), stamp);
             scan.insert(path, contents);
         }
     }

@@ -170,9 +170,12 @@ pub(crate) fn outbound(state: &MeshState, splits: &SplitTable, node: &ProxyNode)
 /// opaque service port. A port the workload itself listens on, or one of the
 /// proxy's own, is left out (the proxy could not bind it).
 pub(crate) fn local_tcp(state: &MeshState, splits: &SplitTable, node: &ProxyNode) -> Vec<Listener> {
-    let own_ports: BTreeSet<u16> = state
-        .pods
-        .values()
+    let tcp = |svc: &Service| svc.ports.iter().any(|p| p.protocol == Protocol::Tcp);
+    if !state.services.values().any(tcp) {
+        return Vec::new();
+    }
+    // The proxy's own pod lives in its namespace.
+    let own_ports: BTreeSet<u16> = crate::model::in_namespace(&state.pods, &node.namespace)
         .filter(|p| p.ip == Some(node.pod_ip))
         .flat_map(|p| p.ports.iter().map(|cp| cp.port))
         .chain([node.inbound_port, node.outbound_port, ADMIN_PORT])

@@ -27,6 +27,8 @@ struct TypeState {
     sent: TypeResources,
     /// A version the proxy rejected: never sent to it again.
     nacked: Option<String>,
+    /// The last view map every entry of which `names` named.
+    all_named: Option<TypeResources>,
 }
 
 /// The SotW protocol for one stream.
@@ -42,13 +44,25 @@ impl Sotw {
         Sotw { types: BTreeMap::new(), nonce: 0, metrics }
     }
 
-    fn desired(state: &TypeState, all: Option<&TypeResources>) -> TypeResources {
+    fn desired(state: &mut TypeState, all: Option<&TypeResources>) -> TypeResources {
         let Some(all) = all else { return TypeResources::new() };
         if state.wildcard {
             return all.clone();
         }
+        // A sidecar subscribes to every assignment: when the last map was all subscribed,
+        // the next one is too unless a name it adds is not (no walk over every name).
+        let still_all =
+            state.all_named.as_ref().and_then(|prev| all.changed_since(prev)).is_some_and(|changed| {
+                changed.iter().all(|n| !all.contains_key(n) || state.names.contains(*n))
+            });
+        if still_all {
+            state.all_named = Some(all.clone());
+            return all.clone();
+        }
         // Shares the view's map when every resource is subscribed (a proxy's EDS).
-        all.restricted_to(&state.names)
+        let desired = all.restricted_to(&state.names);
+        state.all_named = desired.shares(all).then(|| all.clone());
+        desired
     }
 
     /// A response for `resources` (the type's whole desired set), carrying `only` those
@@ -150,6 +164,9 @@ impl XdsProtocol for Sotw {
         };
         let wildcard = explicit_wildcard || (wildcard_type(type_url) && names.is_empty());
         let changed = first || wildcard != state.wildcard || (!wildcard && !repeated && names != state.names);
+        if changed {
+            state.all_named = None;
+        }
         state.wildcard = wildcard;
         state.names = names;
         if changed {

@@ -75,7 +75,7 @@ impl ManifestDir {
         for (path, change) in changes {
             let current =
                 self.last_scan.as_ref().and_then(|scan| scan.get(&path)).and_then(|read| read.as_ref().ok());
-            let text = change.apply_to(current.map_or("", String::as_str));
+            let text = change.apply_to(current.map_or("", |t| &**t));
             plan.push((path, text));
         }
         for (path, text) in plan {
