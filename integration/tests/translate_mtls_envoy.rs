@@ -81,7 +81,7 @@ fn state() -> anyhow::Result<MeshState> {
     std::fs::write(dir.path().join("zz-authz.yaml"), EXTRA)?;
     let report = ManifestDir::new(dir.path()).load();
     anyhow::ensure!(report.errors.is_empty(), "manifests refused: {:?}", report.errors);
-    Ok(report.state)
+    Ok((*report.state).clone())
 }
 
 fn node(sa: &str, ip: &str) -> ProxyNode {

@@ -47,7 +47,7 @@ struct Location {
 /// An object in the state and where it came from.
 #[derive(Debug, Clone)]
 struct Entry {
-    object: Object,
+    object: Arc<Object>,
     origin: Location,
     /// False when the object was kept from an earlier load because its file cannot be
     /// read or parsed now: `origin` may then no longer point at it.
@@ -93,7 +93,15 @@ impl Stamp {
 }
 
 /// One document of a file as the last load parsed it: index, first line and outcome.
-type ParsedDoc = (usize, usize, Outcome);
+type ParsedDoc = (usize, usize, Doc);
+
+/// A document's outcome, its object shared with the entry made from it (with tens of
+/// thousands of objects, copying each on every load was most of a reload).
+#[derive(Debug)]
+enum Doc {
+    Parsed(Arc<Object>),
+    Other(Outcome),
+}
 
 /// A directory of Kubernetes-style manifests, the embedded default source.
 ///
@@ -226,15 +234,20 @@ impl ManifestDir {
                 Some(docs) if unchanged => docs,
                 _ => manifest::split_documents(text)
                     .iter()
-                    .map(|raw| (raw.index, raw.first_line, manifest::parse_document(&label, raw)))
+                    .map(|raw| {
+                        let doc = match manifest::parse_document(&label, raw) {
+                            Outcome::Parsed(object) => Doc::Parsed(Arc::new(object)),
+                            other => Doc::Other(other),
+                        };
+                        (raw.index, raw.first_line, doc)
+                    })
                     .collect(),
             };
             let docs = parsed.entry(path.clone()).or_insert(docs);
-            for (index, first_line, outcome) in docs.iter() {
+            for (index, first_line, doc) in docs.iter() {
                 let here = Location { path: path.clone(), doc_index: *index, line: *first_line };
-                match outcome.clone() {
-                    Outcome::Empty | Outcome::Skipped { .. } => {}
-                    Outcome::Parsed(object) => {
+                match doc {
+                    Doc::Parsed(object) => {
                         let id = (object.kind(), object.key());
                         if let Some(first) = objects.get(&id) {
                             errors.push(ManifestError::object_error(
@@ -250,19 +263,20 @@ impl ManifestDir {
                                 ),
                             ));
                         } else {
-                            objects.insert(id, Entry { object, origin: here, located: true });
+                            objects.insert(id, Entry { object: object.clone(), origin: here, located: true });
                         }
                     }
-                    Outcome::Invalid { error, identity } => {
-                        errors.push(error);
+                    Doc::Other(Outcome::Invalid { error, identity }) => {
+                        errors.push(error.clone());
                         match identity {
                             Some(id) => {
-                                refused_at.entry(id).or_insert(here);
+                                refused_at.entry(id.clone()).or_insert(here);
                             }
                             None if !degraded.contains(&path.as_path()) => degraded.push(path),
                             None => {}
                         }
                     }
+                    Doc::Other(_) => {}
                 }
             }
         }
@@ -307,7 +321,7 @@ impl ManifestDir {
                 .get(&(Kind::TrafficSplit, key.clone()))
                 .map(|entry| (entry.origin.path.clone(), entry.origin.doc_index))
         };
-        self.split_order.state_of(objects.values().map(|entry| entry.object.clone()), origin)
+        self.split_order.state_of(objects.values().map(|entry| Object::clone(&entry.object)), origin)
     }
 }
 

@@ -99,7 +99,7 @@ impl ManifestDir {
                 entry.origin.path.display()
             )),
             // A refused document is rewritten even when the object is its last valid version.
-            (Some(entry), None) if entry.object == *object => Ok(Placement::Unchanged),
+            (Some(entry), None) if *entry.object == *object => Ok(Placement::Unchanged),
             (Some(Entry { origin: at, .. }), _) | (None, Some(at)) => {
                 Ok(Placement::Replace { path: at.path.clone(), doc_index: at.doc_index })
             }
