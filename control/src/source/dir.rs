@@ -83,12 +83,19 @@ impl Stamp {
     }
 
     /// Whether the file was last written long enough ago that a later write would change
-    /// its modification time: two writes within one timestamp tick could leave the same
-    /// stamp, so a file modified in the last seconds is read again anyway.
+    /// its stamp: two writes within one timestamp tick could leave the same stamp, so a
+    /// file written or changed in the last seconds is read again anyway.
     fn settled(&self) -> bool {
-        self.modified
-            .and_then(|m| m.elapsed().ok())
-            .is_some_and(|age| age > std::time::Duration::from_secs(2))
+        let settle = std::time::Duration::from_secs(2);
+        let changed = std::time::UNIX_EPOCH
+            + std::time::Duration::new(
+                u64::try_from(self.ctime.0).unwrap_or(0),
+                u32::try_from(self.ctime.1).unwrap_or(0),
+            );
+        // The change time moves with every write and metadata change (a modification time
+        // set back included); without it (not Unix) only the modification time counts.
+        let changed_settled = cfg!(not(unix)) || changed.elapsed().is_ok_and(|age| age > settle);
+        changed_settled && self.modified.and_then(|m| m.elapsed().ok()).is_some_and(|age| age > settle)
     }
 }
 
@@ -436,6 +443,34 @@ mod tests {
 
     pub(super) fn weight(state: &MeshState, name: &str) -> Option<u64> {
         state.traffic_splits.get(&Key::new("payments", name)).map(|s| s.backends[0].weight_milli)
+    }
+
+    #[test]
+    fn a_settled_unchanged_file_is_not_read_again_but_a_fresh_or_changed_one_is() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        write(root, "old.yaml", &service("old"));
+        // Past the settling time (two seconds) for old.yaml only.
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        write(root, "new.yaml", &service("new"));
+        let mut dir = ManifestDir::new(root);
+        dir.load();
+        let read = |dir: &ManifestDir, name: &str| dir.last_scan.as_ref().unwrap()[&root.join(name)].clone();
+        let (old, new) = (read(&dir, "old.yaml").unwrap(), read(&dir, "new.yaml").unwrap());
+        dir.load();
+        assert!(Arc::ptr_eq(&old, &read(&dir, "old.yaml").unwrap()), "a settled file is reused");
+        assert!(
+            !Arc::ptr_eq(&new, &read(&dir, "new.yaml").unwrap()),
+            "a file written just now is read again"
+        );
+
+        // Same length, modification time set back an hour: the change time still tells.
+        write(root, "old.yaml", &service("olb"));
+        let file = std::fs::File::options().write(true).open(root.join("old.yaml")).unwrap();
+        file.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600)).unwrap();
+        let report = dir.load();
+        let names: Vec<&str> = report.state.services.keys().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["new", "olb"]);
     }
 
     #[test]
