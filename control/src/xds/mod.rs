@@ -7,6 +7,7 @@
 //! last sent, what was ACKed, and what was NACKed (never sent again).
 
 mod delta;
+mod framed;
 mod node;
 mod peer;
 pub mod registry;

@@ -10,9 +10,6 @@ use tonic::{Request, Response, Status, Streaming};
 use weft_xds_protos::envoy::service::cluster::v3::cluster_discovery_service_server::{
     ClusterDiscoveryService, ClusterDiscoveryServiceServer,
 };
-use weft_xds_protos::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
 use weft_xds_protos::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
@@ -44,7 +41,7 @@ const STREAM_BUFFER: usize = 16;
 /// The xDS server: one value implements every discovery service.
 #[derive(Debug, Clone)]
 pub struct XdsServer {
-    ctx: XdsContext,
+    pub(super) ctx: XdsContext,
 }
 
 /// Checks the request's client certificate (when serving TLS), then serves the stream.
@@ -54,10 +51,21 @@ fn spawn<P: XdsProtocol>(
     proto: P,
     only: Option<&'static str>,
 ) -> Result<Response<BoxStream<P::Response>>, Status> {
+    let rx = spawn_stream(ctx, req, proto, only)?;
+    Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+}
+
+/// Starts serving a stream; its responses come out of the receiver.
+pub(super) fn spawn_stream<P: XdsProtocol>(
+    ctx: &XdsContext,
+    req: Request<Streaming<P::Request>>,
+    proto: P,
+    only: Option<&'static str>,
+) -> Result<mpsc::Receiver<Result<P::Response, Status>>, Status> {
     let peer = client_certificate(ctx, req.peer_certs().as_deref().map(Vec::as_slice))?;
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     tokio::spawn(serve(ctx.clone(), req.into_inner(), tx, proto, only, peer));
-    Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    Ok(rx)
 }
 
 impl XdsServer {
@@ -111,27 +119,6 @@ impl XdsServer {
     }
 }
 
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for XdsServer {
-    type StreamAggregatedResourcesStream = BoxStream<DiscoveryResponse>;
-    type DeltaAggregatedResourcesStream = BoxStream<DeltaDiscoveryResponse>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        req: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        self.sotw(req, None)
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        req: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        self.delta(req, None)
-    }
-}
-
-/// Implements one per-type discovery service on [`XdsServer`].
 macro_rules! per_type_service {
     ($trait:ident, $type_url:expr, $sotw_ty:ident, $sotw:ident, $delta_ty:ident, $delta:ident, $fetch:ident) => {
         #[tonic::async_trait]
@@ -212,7 +199,8 @@ per_type_service!(
 /// Every xDS service, ready to add to a tonic server.
 pub fn routes(ctx: XdsContext) -> tonic::service::Routes {
     let server = XdsServer { ctx };
-    tonic::service::Routes::new(AggregatedDiscoveryServiceServer::new(server.clone()))
+    // ADS frames its own responses (see `framed`); the per-type services are tonic's.
+    tonic::service::Routes::new(super::framed::AdsService::new(server.clone()))
         .add_service(ClusterDiscoveryServiceServer::new(server.clone()))
         .add_service(ListenerDiscoveryServiceServer::new(server.clone()))
         .add_service(RouteDiscoveryServiceServer::new(server.clone()))

@@ -78,7 +78,15 @@ impl Shared {
     pub(crate) fn new(metrics: Arc<Metrics>, credentials: CredentialsRx, tap: Arc<Tap>) -> Shared {
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1().timer(TokioTimer::new()).keep_alive(true);
-        http.http2().timer(TokioTimer::new());
+        // No per-connection cap on locally reset streams (h2's default: GOAWAY ENHANCE_YOUR_CALM
+        // after 1,024). When a response is complete before its request body, the stream is
+        // reset with NO_ERROR (RFC 9113 section 8.1) while the client may still have DATA in
+        // flight. h2 ignores such DATA only for the last 50 streams it reset (within 1 s, and
+        // hyper's server cannot raise that); for the others each late DATA frame is answered
+        // with RST_STREAM(STREAM_CLOSED) and counted as if the client had erred, so under
+        // load a healthy connection was closed with every request on it. Envoy has no such
+        // cap; rapid-reset protection (pending-accept resets) and the stream limit remain.
+        http.http2().timer(TokioTimer::new()).max_local_error_reset_streams(None);
         let h2 = http.clone().http2_only();
         Shared {
             runtime: ArcSwap::from_pointee(Runtime::default()),
