@@ -5,7 +5,9 @@
 //! must keep the response. Through one proxy and through a client-side/server-side pair,
 //! the client must get the whole response (status, body, `grpc-status` trailers) while its
 //! request body is still streaming, and then be told to stop sending the same way. A reset
-//! with any other code before the response is complete stays an error.
+//! with any other code before the response is complete stays an error. DATA the client had
+//! in flight when the proxy reset its stream must be ignored, not cost the connection (h2
+//! counted it as the client's error and sent GOAWAY(ENHANCE_YOUR_CALM) under load).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -220,6 +222,7 @@ async fn early_response_exchange(client: &SendRequest<Bytes>) -> (Seen, Option<R
             tokio::time::timeout(patience(), read_response(response)).await.expect("body in time")
         }
         Err(error) => Seen {
+            // No response head: a status no server sends, next to the error.
             status: StatusCode::from_u16(599).unwrap(),
             body: Bytes::new(),
             trailers: None,
