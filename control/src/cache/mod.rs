@@ -17,8 +17,8 @@ use weft_xds_protos::type_url;
 
 use crate::model::{Key, MeshState};
 use crate::translate::{
-    self, ConsistencyError, InboundIndex, MeshOptions, OutboundHosts, ProxyNode, SharedResources, SplitTable,
-    names,
+    self, ConsistencyError, InboundEntry, InboundIndex, MeshOptions, OutboundHosts, ProxyNode,
+    SharedResources, SplitTable, names,
 };
 use plan::Plan;
 
@@ -74,6 +74,8 @@ pub fn hash_hex(bytes: &[u8]) -> String {
 pub struct ProxyView {
     /// Resources by type URL.
     pub by_type: BTreeMap<&'static str, TypeResources>,
+    /// The proxy's own resources, kept for its next view.
+    own: Option<Arc<OwnResources>>,
 }
 
 impl ProxyView {
@@ -106,6 +108,10 @@ pub struct Snapshot {
     pub options: Arc<MeshOptions>,
     /// Which service ports each pod IP serves (for each proxy's inbound side).
     pub inbound: Arc<InboundIndex>,
+    /// Changes when anything a proxy's own listeners and clusters are made from may have
+    /// changed, other than which service ports its pod IP serves: a proxy whose view was
+    /// made at the same epoch, serving the same ports, keeps its own resources.
+    pub proxy_epoch: u64,
 }
 
 impl Snapshot {
@@ -134,8 +140,13 @@ impl Snapshot {
         };
         match plan {
             Plan::Everything => Self::build_all(version, state, options, prev),
-            Plan::Services { dirty, routes } => {
-                Self::build_some(version, state, options, prev, &dirty, routes)
+            Plan::Services { dirty, routes, proxies } => {
+                let mut next = Self::build_some(version, state, options, prev, &dirty, routes)?;
+                // A changed split status (a backend gained or lost endpoints) changes listeners.
+                if !proxies && next.splits == prev.splits {
+                    next.proxy_epoch = prev.proxy_epoch;
+                }
+                Ok(next)
             }
         }
     }
@@ -190,6 +201,7 @@ impl Snapshot {
             routes_elsewhere,
             splits,
             options,
+            proxy_epoch: prev.proxy_epoch + 1,
         })
     }
 
@@ -240,6 +252,7 @@ impl Snapshot {
             splits: mesh.splits,
             options,
             inbound,
+            proxy_epoch: prev.proxy_epoch + 1,
         })
     }
 
@@ -260,20 +273,29 @@ impl Snapshot {
             splits: SplitTable::default(),
             options: Arc::default(),
             inbound: Arc::default(),
+            proxy_epoch: 0,
         }
     }
 
     /// Everything one proxy should have: the shared resources plus its own
     /// listeners and inbound clusters.
     pub fn for_proxy(&self, node: &ProxyNode) -> ProxyView {
-        let own =
-            translate::translate_proxy_indexed(&self.state, &self.splits, &self.inbound, node, &self.options);
+        self.for_proxy_after(node, None)
+    }
+
+    /// [`for_proxy`](Self::for_proxy), keeping the proxy's own listeners and clusters from
+    /// `prev` (its view of an earlier snapshot) when nothing they are made from changed:
+    /// one endpoint change then translates no proxy.
+    pub fn for_proxy_after(&self, node: &ProxyNode, prev: Option<&ProxyView>) -> ProxyView {
+        let entries = self.inbound.get(node.pod_ip);
+        let own = match prev.and_then(|p| p.own.as_ref()) {
+            Some(own) if own.epoch == self.proxy_epoch && own.inbound == entries => own.clone(),
+            _ => Arc::new(self.translate_own(node, entries)),
+        };
         let mut clusters = self.clusters.clone();
-        for c in &own.clusters {
-            clusters.insert(c.name.clone(), Encoded::new(c.name.clone(), c));
+        for (name, c) in &own.clusters {
+            clusters.insert(name.clone(), c.clone());
         }
-        let listeners =
-            own.listeners.iter().map(|l| (l.name.clone(), Encoded::new(l.name.clone(), l))).collect();
         let mut routes = TypeResources::new();
         // A namespace with no objects still gets the (cross-namespace) routes.
         let rc = self.routes.get(&node.namespace).unwrap_or(&self.routes_elsewhere);
@@ -281,11 +303,41 @@ impl Snapshot {
         let mut by_type = BTreeMap::new();
         by_type.insert(type_url::CLUSTER, clusters);
         by_type.insert(type_url::ENDPOINT, self.endpoints.clone());
-        by_type.insert(type_url::LISTENER, listeners);
+        by_type.insert(type_url::LISTENER, own.listeners.clone());
         by_type.insert(type_url::ROUTE, routes);
         by_type.insert(type_url::SECRET, TypeResources::new());
-        ProxyView { by_type }
+        ProxyView { by_type, own: Some(own) }
     }
+
+    fn translate_own(&self, node: &ProxyNode, entries: &[InboundEntry]) -> OwnResources {
+        let own =
+            translate::translate_proxy_indexed(&self.state, &self.splits, &self.inbound, node, &self.options);
+        OwnResources {
+            epoch: self.proxy_epoch,
+            inbound: entries.to_vec(),
+            clusters: own
+                .clusters
+                .iter()
+                .map(|c| (c.name.clone(), Encoded::new(c.name.clone(), c)))
+                .collect(),
+            listeners: own
+                .listeners
+                .iter()
+                .map(|l| (l.name.clone(), Encoded::new(l.name.clone(), l)))
+                .collect(),
+        }
+    }
+}
+
+/// A proxy's own resources, and what they were made from.
+#[derive(Debug)]
+struct OwnResources {
+    /// The [`Snapshot::proxy_epoch`] they were made at.
+    epoch: u64,
+    /// The service ports the proxy's pod IP served then.
+    inbound: Vec<InboundEntry>,
+    clusters: Vec<(String, Arc<Encoded>)>,
+    listeners: TypeResources,
 }
 
 /// A shared map of encoded resources, each the previous map's `Arc` when its bytes are the

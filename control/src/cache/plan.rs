@@ -14,7 +14,9 @@ pub(super) enum Plan {
     Everything,
     /// Only these services' clusters, assignments and inbound entries; routes too when
     /// `routes` (a service, split or route object changed, or a split's backend did).
-    Services { dirty: BTreeSet<Key>, routes: bool },
+    /// `proxies`: what each proxy's own listeners are made from may have changed too (the
+    /// routes' inputs, a pod, a TrafficTarget); otherwise only their inbound entries can.
+    Services { dirty: BTreeSet<Key>, routes: bool, proxies: bool },
 }
 
 /// Beyond this many changed pods, finding their services costs more than translating all.
@@ -44,6 +46,7 @@ pub(super) fn plan(prev: &MeshState, next: &MeshState) -> Plan {
     if pods.len() > MAX_CHANGED_PODS {
         return Plan::Everything;
     }
+    let mut proxies = !pods.is_empty() || prev.traffic_targets != next.traffic_targets;
     for key in pods {
         for state in [prev, next] {
             dirty.extend(services_of_pod(state, key, state.pods.get(key)));
@@ -56,7 +59,8 @@ pub(super) fn plan(prev: &MeshState, next: &MeshState) -> Plan {
             named(&s.root_service) || s.backends.iter().any(|b| named(&b.service))
         })
     });
-    Plan::Services { dirty, routes }
+    proxies |= routes;
+    Plan::Services { dirty, routes, proxies }
 }
 
 /// Keys whose values differ, or that only one map has, in key order.
@@ -130,13 +134,16 @@ mod tests {
         let prev = state();
         let mut next = prev.clone();
         next.endpoint_slices.insert(Key::new("ns", "b-1"), slice("b-1", "b", "10.0.0.9", Some("b-1")));
-        let want = Plan::Services { dirty: [Key::new("ns", "b")].into(), routes: false };
+        let want = Plan::Services { dirty: [Key::new("ns", "b")].into(), routes: false, proxies: false };
         assert_eq!(plan(&prev, &next), want);
         // A slice moved to another service dirties both.
         next.endpoint_slices.insert(Key::new("ns", "b-1"), slice("b-1", "c", "10.0.0.2", Some("b-1")));
         let Plan::Services { dirty, .. } = plan(&prev, &next) else { panic!("not partial") };
         assert_eq!(dirty, [Key::new("ns", "b"), Key::new("ns", "c")].into());
-        assert_eq!(plan(&prev, &prev), Plan::Services { dirty: BTreeSet::new(), routes: false });
+        assert_eq!(
+            plan(&prev, &prev),
+            Plan::Services { dirty: BTreeSet::new(), routes: false, proxies: false }
+        );
     }
 
     #[test]
@@ -155,7 +162,10 @@ mod tests {
         );
         let mut next = prev.clone();
         next.endpoint_slices.remove(&Key::new("ns", "c-1"));
-        assert_eq!(plan(&prev, &next), Plan::Services { dirty: [Key::new("ns", "c")].into(), routes: true });
+        assert_eq!(
+            plan(&prev, &next),
+            Plan::Services { dirty: [Key::new("ns", "c")].into(), routes: true, proxies: true }
+        );
         next.namespaces.insert("ns".into(), Namespace { name: "ns".into(), inject: Some(true) });
         assert_eq!(plan(&prev, &next), Plan::Everything);
     }

@@ -177,8 +177,35 @@ fn building_only_what_changed_gives_what_building_everything_gives() {
             }),
         ),
     ];
+    // Every pod of the example as a proxy, plus one at an address no service uses.
+    let mut nodes: Vec<ProxyNode> = base
+        .pods
+        .values()
+        .map(|p| ProxyNode {
+            namespace: p.key.namespace.clone(),
+            service_account: p.service_account.clone(),
+            ..node(&p.key.name, &p.ip.unwrap().to_string())
+        })
+        .collect();
+    nodes.push(node("stranger", "127.0.99.1"));
+    let views = |s: &Snapshot, prev: Option<&Vec<ProxyView>>| -> Vec<ProxyView> {
+        nodes.iter().enumerate().map(|(i, n)| s.for_proxy_after(n, prev.map(|p| &p[i]))).collect()
+    };
+    let view_versions = |vs: &[ProxyView]| {
+        vs.iter()
+            .map(|v| {
+                v.by_type
+                    .iter()
+                    .map(|(t, r)| {
+                        (*t, r.iter().map(|(n, e)| (n.clone(), e.version.clone())).collect::<Vec<_>>())
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
     let opts = Arc::new(crate::translate::MeshOptions::default());
     let first = Snapshot::build(1, Arc::new(base.clone()), opts.clone()).unwrap();
+    let mut prev_views = views(&first, None);
     let mut prev = first;
     let mut state = base;
     for (what, edit) in edits {
@@ -187,6 +214,11 @@ fn building_only_what_changed_gives_what_building_everything_gives() {
             Snapshot::build_after(prev.version + 1, Arc::new(state.clone()), opts.clone(), &prev).unwrap();
         let full = Snapshot::build(prev.version + 1, Arc::new(state.clone()), opts.clone()).unwrap();
         assert_eq!(fingerprint(&quick), fingerprint(&full), "after {what}");
+        // Views that kept their own resources from the previous snapshot, where nothing
+        // those are made from changed, are what fresh views of the full build are.
+        let kept = views(&quick, Some(&prev_views));
+        assert_eq!(view_versions(&kept), view_versions(&views(&full, None)), "views after {what}");
+        prev_views = kept;
         prev = quick;
     }
 }

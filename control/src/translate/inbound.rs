@@ -10,7 +10,7 @@ use crate::model::{Key, MeshState, Protocol, Service, resolve_endpoints};
 
 /// A service port a pod serves: the service, the port's index in its `ports`, and the
 /// pod's target port.
-pub(crate) type InboundEntry = (Key, usize, u16);
+pub type InboundEntry = (Key, usize, u16);
 
 /// The service ports each pod IP serves, in service then port order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -77,7 +77,7 @@ impl InboundIndex {
     }
 
     /// The service ports served at `ip`.
-    pub(crate) fn get(&self, ip: IpAddr) -> &[InboundEntry] {
+    pub fn get(&self, ip: IpAddr) -> &[InboundEntry] {
         self.by_ip.get(&ip).map_or(&[], Vec::as_slice)
     }
 }

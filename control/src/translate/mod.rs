@@ -24,7 +24,7 @@ use crate::model::MeshState;
 
 pub use cluster::OTEL_COLLECTOR_CLUSTER;
 pub use endpoint::encode_load_assignment;
-pub use inbound::InboundIndex;
+pub use inbound::{InboundEntry, InboundIndex};
 pub use route::OutboundHosts;
 pub use split::{SplitStatus, SplitTable};
 

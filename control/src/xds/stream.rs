@@ -139,7 +139,7 @@ pub(crate) async fn serve<P: XdsProtocol>(
                     changed = snapshots.changed() => {
                         if changed.is_err() { break; }
                         snapshot = snapshots.borrow_and_update().clone();
-                        view = snapshot.for_proxy(&node);
+                        view = snapshot.for_proxy_after(&node, Some(&view));
                         report.snapshot_version = snapshot.version;
                         from_update = true;
                         proto.on_update(&view, &snapshot, &mut report)
