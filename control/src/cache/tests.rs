@@ -218,6 +218,13 @@ fn building_only_what_changed_gives_what_building_everything_gives() {
         // those are made from changed, are what fresh views of the full build are.
         let kept = views(&quick, Some(&prev_views));
         assert_eq!(view_versions(&kept), view_versions(&views(&full, None)), "views after {what}");
+        if what == "nothing" {
+            let outbound = |v: &ProxyView| v.by_type[type_url::LISTENER]["outbound"].clone();
+            assert!(
+                kept.iter().zip(&prev_views).all(|(k, p)| Arc::ptr_eq(&outbound(k), &outbound(p))),
+                "unchanged proxies keep their listeners"
+            );
+        }
         prev_views = kept;
         prev = quick;
     }
