@@ -3,7 +3,7 @@
 
 use std::pin::Pin;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -30,7 +30,7 @@ use weft_xds_protos::type_url;
 use super::XdsContext;
 use super::delta::Delta;
 use super::peer::{authorize_node, client_certificate};
-use super::sotw::Sotw;
+use super::sotw::{Sotw, SotwRequest};
 use super::stream::{XdsProtocol, serve};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -47,7 +47,7 @@ pub struct XdsServer {
 /// Checks the request's client certificate (when serving TLS), then serves the stream.
 fn spawn<P: XdsProtocol>(
     ctx: &XdsContext,
-    req: Request<Streaming<P::Request>>,
+    req: Request<impl Stream<Item = Result<P::Request, Status>> + Unpin + Send + 'static>,
     proto: P,
     only: Option<&'static str>,
 ) -> Result<Response<BoxStream<P::Response>>, Status> {
@@ -58,7 +58,7 @@ fn spawn<P: XdsProtocol>(
 /// Starts serving a stream; its responses come out of the receiver.
 pub(super) fn spawn_stream<P: XdsProtocol>(
     ctx: &XdsContext,
-    req: Request<Streaming<P::Request>>,
+    req: Request<impl Stream<Item = Result<P::Request, Status>> + Unpin + Send + 'static>,
     proto: P,
     only: Option<&'static str>,
 ) -> Result<mpsc::Receiver<Result<P::Response, Status>>, Status> {
@@ -74,6 +74,8 @@ impl XdsServer {
         req: Request<Streaming<DiscoveryRequest>>,
         only: Option<&'static str>,
     ) -> Result<Response<BoxStream<DiscoveryResponse>>, Status> {
+        // Per-type streams are rare: their requests are converted (ADS decodes its own).
+        let req = req.map(|requests| requests.map(|r| r.map(SotwRequest::from)));
         spawn(&self.ctx, req, Sotw::new(self.ctx.metrics.clone()), only)
     }
 
@@ -112,7 +114,7 @@ impl XdsServer {
         };
         req.response_nonce.clear();
         Sotw::new(self.ctx.metrics.clone())
-            .on_request(req, &view, &snapshot, &mut report)
+            .on_request(req.into(), &view, &snapshot, &mut report)
             .pop()
             .map(Response::new)
             .ok_or_else(|| Status::invalid_argument(format!("weft does not serve {only}")))

@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
-use tonic::{Status, Streaming};
+use tonic::Status;
 use tracing::{Instrument, debug, info, info_span, warn};
 use weft_xds_protos::envoy::config::core::v3::Node;
 
@@ -53,16 +54,16 @@ pub(crate) trait XdsProtocol: Send + 'static {
 /// the first request must match it when xDS is served over TLS.
 pub(crate) async fn serve<P: XdsProtocol>(
     ctx: XdsContext,
-    mut requests: Streaming<P::Request>,
+    mut requests: impl Stream<Item = Result<P::Request, Status>> + Unpin,
     tx: mpsc::Sender<Result<P::Response, Status>>,
     mut proto: P,
     only: Option<&'static str>,
     peer: Option<CertInfo>,
 ) {
-    let first = match requests.message().await {
-        Ok(Some(req)) => req,
-        Ok(None) => return,
-        Err(e) => {
+    let first = match requests.next().await {
+        Some(Ok(req)) => req,
+        None => return,
+        Some(Err(e)) => {
             debug!(error = %e, "xDS stream failed before its first request");
             return;
         }
@@ -131,10 +132,10 @@ pub(crate) async fn serve<P: XdsProtocol>(
                 }
             } else {
                 tokio::select! {
-                    msg = requests.message() => match msg {
-                        Ok(Some(req)) => { next = Some(req); continue; }
-                        Ok(None) => break,
-                        Err(e) => { debug!(error = %e, "xDS stream ended with an error"); break; }
+                    msg = requests.next() => match msg {
+                        Some(Ok(req)) => { next = Some(req); continue; }
+                        None => break,
+                        Some(Err(e)) => { debug!(error = %e, "xDS stream ended with an error"); break; }
                     },
                     changed = snapshots.changed() => {
                         if changed.is_err() { break; }

@@ -11,7 +11,7 @@ use weft_xds_protos::type_url::{CLUSTER, ENDPOINT, LISTENER};
 
 use super::delta::Delta;
 use super::registry::ProxyReport;
-use super::sotw::Sotw;
+use super::sotw::{Sotw, SotwRequest};
 use super::stream::XdsProtocol;
 use crate::cache::{Encoded, ProxyView, Snapshot, TypeResources};
 use crate::metrics::Metrics;
@@ -58,14 +58,14 @@ fn view(names: &[&str], tag: u32) -> ProxyView {
     v
 }
 
-fn sotw_req(type_url: &str, names: &[&str], nonce: &str, nack: Option<&str>) -> DiscoveryRequest {
-    DiscoveryRequest {
+fn sotw_req(type_url: &str, names: &[&str], nonce: &str, nack: Option<&str>) -> SotwRequest {
+    SotwRequest::from(DiscoveryRequest {
         type_url: type_url.into(),
         resource_names: names.iter().map(|s| s.to_string()).collect(),
         response_nonce: nonce.into(),
         error_detail: nack.map(|m| RpcStatus { code: 3, message: m.into(), details: vec![] }),
         ..Default::default()
-    }
+    })
 }
 
 fn delta_req(type_url: &str, sub: &[&str], nonce: &str, nack: Option<&str>) -> DeltaDiscoveryRequest {
@@ -422,4 +422,25 @@ fn one_changed_assignment_of_many_is_all_that_is_sent_whichever_path() {
             "quick: {quick}"
         );
     }
+}
+
+#[test]
+fn a_sotw_request_reads_the_discovery_request_wire_format() {
+    use prost::Message;
+    let full = DiscoveryRequest {
+        version_info: "v1".into(),
+        node: Some(weft_xds_protos::envoy::config::core::v3::Node { id: "n".into(), ..Default::default() }),
+        resource_names: vec!["a".into(), "*".into(), "b".into()],
+        type_url: ENDPOINT.into(),
+        response_nonce: "7".into(),
+        error_detail: Some(RpcStatus { code: 3, message: "bad".into(), details: vec![] }),
+        // A field SotW does not read is skipped, not an error.
+        resource_locators: vec![Default::default()],
+    };
+    let bytes = prost::bytes::Bytes::from(full.encode_to_vec());
+    let read = SotwRequest::decode(bytes).unwrap();
+    let mut expected = SotwRequest::from(full);
+    assert_eq!(read, expected);
+    expected.resource_names.push("c".into());
+    assert_ne!(read, expected);
 }
