@@ -269,6 +269,35 @@ fn grpc_proxy(name: &str, listen: SocketAddr, upstream: SocketAddr) -> Proxy {
     ))
 }
 
+/// An upstream with `behaviour` behind a proxy pair: the server-side proxy (its listener
+/// is `.inbound`) forwards to the upstream, the client-side proxy (`.outbound`) to it.
+struct Pair {
+    upstream: Upstream,
+    inbound: SocketAddr,
+    outbound: SocketAddr,
+    server_side: Proxy,
+    client_side: Proxy,
+}
+
+impl Pair {
+    async fn start(behaviour: Behaviour) -> Pair {
+        let upstream = Upstream::spawn(behaviour).await;
+        let inbound = free_addr();
+        let outbound = free_addr();
+        let server_side = grpc_proxy("inbound", inbound, upstream.addr);
+        let client_side = grpc_proxy("outbound", outbound, inbound);
+        wait_listening(inbound).await;
+        wait_listening(outbound).await;
+        Pair { upstream, inbound, outbound, server_side, client_side }
+    }
+
+    async fn stop(self) {
+        self.client_side.stop().await;
+        self.server_side.stop().await;
+        drop(self.upstream);
+    }
+}
+
 /// Sequential exchanges on one connection, then concurrent ones on another: each must
 /// deliver the complete response.
 async fn assert_every_early_response_arrives_whole(listen: SocketAddr, what: &str) {
@@ -325,18 +354,11 @@ async fn a_complete_response_then_rst_no_error_reaches_the_client_whole() {
 #[tokio::test]
 async fn a_complete_response_then_rst_no_error_crosses_a_proxy_pair_whole() {
     // client -> client-side proxy (outbound) -> server-side proxy (inbound) -> upstream.
-    let upstream = Upstream::spawn(Behaviour::CompleteThenNoError).await;
-    let inbound = free_addr();
-    let outbound = free_addr();
-    let server_side = grpc_proxy("inbound", inbound, upstream.addr);
-    let client_side = grpc_proxy("outbound", outbound, inbound);
-    wait_listening(inbound).await;
-    wait_listening(outbound).await;
+    let pair = Pair::start(Behaviour::CompleteThenNoError).await;
 
-    assert_every_early_response_arrives_whole(outbound, "proxy pair").await;
-    assert_eq!(upstream.requests.load(Ordering::SeqCst), 60);
-    client_side.stop().await;
-    server_side.stop().await;
+    assert_every_early_response_arrives_whole(pair.outbound, "proxy pair").await;
+    assert_eq!(pair.upstream.requests.load(Ordering::SeqCst), 60);
+    pair.stop().await;
 }
 
 #[tokio::test]
@@ -389,13 +411,8 @@ async fn mid_response_reset_exchange(client: &SendRequest<Bytes>) -> Seen {
 #[tokio::test]
 async fn a_reset_with_an_error_code_before_the_response_ends_stays_an_error() {
     for reason in [Reason::CANCEL, Reason::INTERNAL_ERROR] {
-        let upstream = Upstream::spawn(Behaviour::ResetMidResponse(reason)).await;
-        let inbound = free_addr();
-        let outbound = free_addr();
-        let server_side = grpc_proxy("inbound", inbound, upstream.addr);
-        let client_side = grpc_proxy("outbound", outbound, inbound);
-        wait_listening(inbound).await;
-        wait_listening(outbound).await;
+        let pair = Pair::start(Behaviour::ResetMidResponse(reason)).await;
+        let (inbound, outbound) = (pair.inbound, pair.outbound);
 
         for (what, listen) in [("one proxy", inbound), ("proxy pair", outbound)] {
             let client = h2_client(listen).await;
@@ -410,8 +427,7 @@ async fn a_reset_with_an_error_code_before_the_response_ends_stays_an_error() {
                 "{what}, {reason:?}: reset with {error:?}, want an error code"
             );
         }
-        client_side.stop().await;
-        server_side.stop().await;
+        pair.stop().await;
     }
 }
 
@@ -613,16 +629,10 @@ async fn request_data_in_flight_after_an_early_response_does_not_close_the_conne
     // had already sent keeps arriving. RFC 9113 section 5.1: it MUST be ignored. Three rounds
     // of 100 concurrent streams with 10 late frames each: more than the 50 resets h2 remembers
     // (for 1 s) and than the 1,024 locally-reset streams it allows a connection by default.
-    let upstream = Upstream::spawn(Behaviour::CompleteThenNoError).await;
-    let inbound = free_addr();
-    let outbound = free_addr();
-    let server_side = grpc_proxy("inbound", inbound, upstream.addr);
-    let client_side = grpc_proxy("outbound", outbound, inbound);
-    wait_listening(inbound).await;
-    wait_listening(outbound).await;
+    let pair = Pair::start(Behaviour::CompleteThenNoError).await;
+    let (inbound, outbound) = (pair.inbound, pair.outbound);
 
     assert_late_data_is_ignored(inbound, 3, 100, 10, "server-side proxy").await;
     assert_late_data_is_ignored(outbound, 3, 100, 10, "client-side proxy of a pair").await;
-    client_side.stop().await;
-    server_side.stop().await;
+    pair.stop().await;
 }

@@ -18,25 +18,27 @@ fn node(id: &str, ip: &str) -> ProxyNode {
     }
 }
 
+/// Service `name` in `default`, one HTTP port 80 to 8080, no selector.
+fn http_service(name: &str) -> Service {
+    Service {
+        key: Key::new("default", name),
+        selector: Default::default(),
+        cluster_ip: None,
+        policy: Default::default(),
+        ports: vec![ServicePort {
+            name: None,
+            port: 80,
+            target_port: TargetPort::Number(8080),
+            protocol: Protocol::Http,
+        }],
+    }
+}
+
 #[test]
 fn shared_resources_are_encoded_once_and_listeners_are_per_proxy() {
     let mut state = MeshState::default();
-    let key = Key::new("default", "web");
-    state.services.insert(
-        key.clone(),
-        Service {
-            key,
-            selector: Default::default(),
-            cluster_ip: None,
-            policy: Default::default(),
-            ports: vec![ServicePort {
-                name: None,
-                port: 80,
-                target_port: TargetPort::Number(8080),
-                protocol: Protocol::Http,
-            }],
-        },
-    );
+    let svc = http_service("web");
+    state.services.insert(svc.key.clone(), svc);
     let snap =
         Snapshot::build(1, Arc::new(state), Arc::new(crate::translate::MeshOptions::plaintext())).unwrap();
     let a = snap.for_proxy(&node("a", "127.0.1.1"));
@@ -54,22 +56,8 @@ fn shared_resources_are_encoded_once_and_listeners_are_per_proxy() {
 fn a_snapshot_built_after_another_reuses_every_unchanged_resource() {
     let mut state = MeshState::default();
     for name in ["web", "api"] {
-        let key = Key::new("default", name);
-        state.services.insert(
-            key.clone(),
-            Service {
-                key,
-                selector: Default::default(),
-                cluster_ip: None,
-                policy: Default::default(),
-                ports: vec![ServicePort {
-                    name: None,
-                    port: 80,
-                    target_port: TargetPort::Number(8080),
-                    protocol: Protocol::Http,
-                }],
-            },
-        );
+        let svc = http_service(name);
+        state.services.insert(svc.key.clone(), svc);
     }
     let opts = Arc::new(crate::translate::MeshOptions::plaintext());
     let first = Snapshot::build(1, Arc::new(state.clone()), opts.clone()).unwrap();
