@@ -228,7 +228,7 @@ impl Delta {
             }
         }
         state.pending.insert(nonce.clone(), diff.changes);
-        let tr = report.types.entry(short_type(type_url).into()).or_default();
+        let tr = report.types.entry(short_type(type_url)).or_default();
         tr.sent_version = Some(snapshot.version.to_string());
         tr.sent_nonce = Some(nonce.clone());
         tr.resources = state.client.len();
@@ -278,7 +278,7 @@ impl XdsProtocol for Delta {
             match state.pending.remove(&req.response_nonce) {
                 None => debug!(r#type = short, nonce = %req.response_nonce, "ACK/NACK for an unknown nonce"),
                 Some(changes) => {
-                    let tr = report.types.entry(short.into()).or_default();
+                    let tr = report.types.entry(short).or_default();
                     if let Some(err) = &req.error_detail {
                         warn!(r#type = short, detail = %err.message, "proxy NACKed");
                         // Envoy applies the valid resources of a response and
@@ -334,7 +334,7 @@ impl XdsProtocol for Delta {
             }
         }
         if first || !req.resource_names_subscribe.is_empty() || !req.resource_names_unsubscribe.is_empty() {
-            report.types.entry(short.into()).or_default().set_subscribed(state.wildcard, state.names.iter());
+            report.types.entry(short).or_default().set_subscribed(state.wildcard, state.names.iter());
         }
         if !changed {
             return Vec::new();

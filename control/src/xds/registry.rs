@@ -28,8 +28,10 @@ pub struct NackReport {
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct TypeReport {
     /// `["*"]` for a wildcard subscription, else the names (the first
-    /// [`SUBSCRIBED_SHOWN`] of them: `subscribed_count` has the total).
-    pub subscribed: Vec<String>,
+    /// [`SUBSCRIBED_SHOWN`] of them: `subscribed_count` has the total). Shared: the report
+    /// is copied after every message, the subscription rarely changes.
+    #[serde(serialize_with = "names")]
+    pub subscribed: Arc<[String]>,
     /// How many names are subscribed (0 for a wildcard).
     pub subscribed_count: usize,
     /// The version of the last response sent.
@@ -64,7 +66,7 @@ pub struct ProxyReport {
     /// The snapshot version the stream last computed its view from.
     pub snapshot_version: u64,
     /// Per short type name.
-    pub types: BTreeMap<String, TypeReport>,
+    pub types: BTreeMap<&'static str, TypeReport>,
     /// The client certificate the proxy connected with (`None` over plaintext).
     pub peer: Option<CertInfo>,
 }
@@ -81,13 +83,17 @@ impl TypeReport {
         names: impl ExactSizeIterator<Item = &'a String>,
     ) {
         if wildcard {
-            self.subscribed = vec!["*".into()];
+            self.subscribed = Arc::from(["*".to_string()]);
             self.subscribed_count = 0;
         } else {
             self.subscribed_count = names.len();
             self.subscribed = names.take(SUBSCRIBED_SHOWN).cloned().collect();
         }
     }
+}
+
+fn names<S: serde::Serializer>(names: &Arc<[String]>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(names.iter())
 }
 
 /// Every open stream's report, by connection number.

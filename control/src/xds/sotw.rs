@@ -121,7 +121,7 @@ impl Sotw {
         let state = self.types.entry(type_url).or_default();
         state.nonce = Some(nonce.clone());
         state.version = Some(version.clone());
-        let tr = report.types.entry(short_type(type_url).into()).or_default();
+        let tr = report.types.entry(short_type(type_url)).or_default();
         tr.sent_version = Some(version.clone());
         tr.sent_nonce = Some(nonce.clone());
         tr.resources = resources.len();
@@ -176,7 +176,7 @@ impl XdsProtocol for Sotw {
                 debug!(r#type = short, nonce = %req.response_nonce, "ignoring request with a stale nonce");
                 return Vec::new();
             }
-            let tr = report.types.entry(short.into()).or_default();
+            let tr = report.types.entry(short).or_default();
             if let Some(err) = &req.error_detail {
                 warn!(r#type = short, version = ?state.version, detail = %err.message, "proxy NACKed");
                 state.nacked = state.version.clone();
@@ -213,7 +213,7 @@ impl XdsProtocol for Sotw {
         state.wildcard = wildcard;
         state.names = names;
         if changed {
-            report.types.entry(short.into()).or_default().set_subscribed(state.wildcard, state.names.iter());
+            report.types.entry(short).or_default().set_subscribed(state.wildcard, state.names.iter());
         }
         if !changed {
             return Vec::new();

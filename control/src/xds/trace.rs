@@ -79,8 +79,8 @@ impl PushSpans {
     /// `bytes` per type): ends the pushes just ACKed or NACKed, starts the ones just sent.
     pub(crate) fn observe(
         &mut self,
-        before: &BTreeMap<String, TypeReport>,
-        after: &BTreeMap<String, TypeReport>,
+        before: &BTreeMap<&'static str, TypeReport>,
+        after: &BTreeMap<&'static str, TypeReport>,
         bytes: &HashMap<&'static str, usize>,
     ) {
         let empty = TypeReport::default();
@@ -96,7 +96,7 @@ impl PushSpans {
                 && let Some(nonce) = &now.sent_nonce
             {
                 self.end(short, "superseded", None);
-                let size = bytes.get(short.as_str()).copied().unwrap_or(0);
+                let size = bytes.get(short).copied().unwrap_or(0);
                 self.start(short, now, nonce, size);
             }
         }
@@ -270,8 +270,8 @@ mod tests {
         }
     }
 
-    fn types(t: TypeReport) -> BTreeMap<String, TypeReport> {
-        BTreeMap::from([("cds".to_owned(), t)])
+    fn types(t: TypeReport) -> BTreeMap<&'static str, TypeReport> {
+        BTreeMap::from([("cds", t)])
     }
 
     #[tokio::test]
