@@ -78,6 +78,23 @@ impl LoggedChild {
         Ok(())
     }
 
+    /// Waits until the `weft control` this process runs answers 200 on its admin `/ready`;
+    /// panics with the log's tail if it exits or never gets ready.
+    pub async fn wait_control_ready(&self, admin: std::net::SocketAddr) {
+        let ready = crate::eventually(&format!("{} to be ready", self.what), || async {
+            if let Some(status) = self.exited() {
+                return Err(anyhow::anyhow!("weft control exited ({status})"));
+            }
+            let (status, body) = crate::load::send(admin, "admin", "/ready").await?;
+            anyhow::ensure!(status == 200, "/ready: {status} {body}");
+            anyhow::Ok(Some(()))
+        })
+        .await;
+        if let Err(e) = ready {
+            panic!("{}", self.failed(format!("{e:#}")));
+        }
+    }
+
     /// Prints the log's tail to stderr and makes an error saying `what` went wrong.
     pub fn failed(&self, what: String) -> anyhow::Error {
         eprintln!(

@@ -393,6 +393,63 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
+/// A bootstrap with static `listeners` and `clusters` that takes everything else over ADS
+/// (gRPC) from the static cluster `xds`, which `clusters` must hold. The node is `node_id`
+/// in Envoy cluster `cluster`.
+pub fn ads_bootstrap(
+    node_id: &str,
+    cluster: &str,
+    listeners: Vec<weft_xds_protos::envoy::config::listener::v3::Listener>,
+    clusters: Vec<weft_xds_protos::envoy::config::cluster::v3::Cluster>,
+) -> weft_xds_protos::envoy::config::bootstrap::v3::Bootstrap {
+    use weft_xds_protos::envoy::config::bootstrap::v3::{Bootstrap, bootstrap};
+    use weft_xds_protos::envoy::config::core::v3::{
+        ApiConfigSource, ApiVersion, GrpcService, Node, api_config_source, grpc_service,
+    };
+    let xds = GrpcService {
+        target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(grpc_service::EnvoyGrpc {
+            cluster_name: "xds".into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    Bootstrap {
+        node: Some(Node { id: node_id.into(), cluster: cluster.into(), ..Default::default() }),
+        static_resources: Some(bootstrap::StaticResources { listeners, clusters, ..Default::default() }),
+        dynamic_resources: Some(bootstrap::DynamicResources {
+            ads_config: Some(ApiConfigSource {
+                api_type: api_config_source::ApiType::Grpc as i32,
+                transport_api_version: ApiVersion::V3 as i32,
+                grpc_services: vec![xds],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Has Envoy (`--mode validate`) check a bootstrap, written as binary proto (Envoy reads
+/// `.pb` files as such); the error names `label` and carries Envoy's output.
+pub fn validate(
+    label: &str,
+    bootstrap: &weft_xds_protos::envoy::config::bootstrap::v3::Bootstrap,
+) -> anyhow::Result<()> {
+    let file = tempfile::Builder::new().suffix(".pb").tempfile()?;
+    fs::write(file.path(), prost::Message::encode_to_vec(bootstrap))?;
+    let check = Command::new(envoy_bin()?)
+        .args(["--mode", "validate", "--log-level", "warn", "-c"])
+        .arg(file.path())
+        .output()?;
+    anyhow::ensure!(
+        check.status.success(),
+        "envoy --mode validate refused {label}:\n{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -66,6 +66,24 @@ pub async fn send(proxy: SocketAddr, host: &str, path: &str) -> anyhow::Result<(
     Client::new(proxy).send(host, path).await
 }
 
+/// One request on a connection of its own: `method path` with `Host: host`, sent to the
+/// proxy at `proxy`; returns the status once the body is read (within 5 s).
+pub async fn request(proxy: SocketAddr, method: &str, host: &str, path: &str) -> anyhow::Result<u16> {
+    let stream = tokio::net::TcpStream::connect(proxy).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req =
+        http::Request::builder().method(method).uri(path).header(HOST, host).body(Empty::<Bytes>::new())?;
+    let exchange = async {
+        let resp = sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        resp.into_body().collect().await?;
+        anyhow::Ok(status)
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange).await.map_err(|_| anyhow::anyhow!("no answer"))?
+}
+
 /// A request that did not get a 2xx answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {

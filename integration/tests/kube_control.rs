@@ -176,18 +176,7 @@ impl Control {
             .args(["--pod-name", pod_name])
             .args(["--log", "info,weft_control=debug"]);
         let process = LoggedChild::spawn(pod_name, command).unwrap();
-        let ready = eventually(&format!("{pod_name} to be ready"), || async {
-            if let Some(status) = process.exited() {
-                return Err(anyhow::anyhow!("weft control exited ({status})"));
-            }
-            let (status, body) = load::send(admin, "admin", "/ready").await?;
-            anyhow::ensure!(status == 200, "/ready: {status} {body}");
-            anyhow::Ok(Some(()))
-        })
-        .await;
-        if let Err(e) = ready {
-            panic!("{}", process.failed(format!("{e:#}")));
-        }
+        process.wait_control_ready(admin).await;
         Control { process, xds, admin, webhook, _files: files }
     }
 

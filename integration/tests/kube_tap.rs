@@ -200,18 +200,7 @@ impl Control {
             .args(["--no-webhook", "--pod-name", "weft-control-tap"])
             .args(["--log", "info,weft_control=debug"]);
         let process = LoggedChild::spawn("weft-control", command).unwrap();
-        let ready = eventually("weft control to be ready", || async {
-            if let Some(status) = process.exited() {
-                return Err(anyhow::anyhow!("weft control exited ({status})"));
-            }
-            let (status, body) = load::send(admin, "admin", "/ready").await?;
-            anyhow::ensure!(status == 200, "/ready: {status} {body}");
-            anyhow::Ok(Some(()))
-        })
-        .await;
-        if let Err(e) = ready {
-            panic!("{}", process.failed(format!("{e:#}")));
-        }
+        process.wait_control_ready(admin).await;
         Control { process, xds, admin, _files: files }
     }
 }
@@ -314,7 +303,7 @@ impl Scene {
         let load = tokio::spawn(async move {
             while !flag.load(Ordering::Relaxed) {
                 for (method, path) in &traffic {
-                    let _ = request(outbound, method, path).await;
+                    let _ = load::request(outbound, method, PAYMENT, path).await;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -329,25 +318,6 @@ impl Scene {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
-}
-
-/// One request through the client's proxy: `method path` to payment-v1.
-async fn request(proxy: SocketAddr, method: &str, path: &str) -> anyhow::Result<u16> {
-    let stream = TcpStream::connect(proxy).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", PAYMENT)
-        .body(Empty::<Bytes>::new())?;
-    let exchange = async {
-        let resp = sender.send_request(req).await?;
-        let status = resp.status().as_u16();
-        resp.into_body().collect().await?;
-        anyhow::Ok(status)
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange).await.map_err(|_| anyhow::anyhow!("no answer"))?
 }
 
 fn lines(stdout: &str) -> Vec<TapLine> {
@@ -454,7 +424,7 @@ async fn kube_tap_shows_a_deployments_live_requests_with_tls_and_the_clients_ide
     );
 
     // The proxies serve on.
-    assert_eq!(request(scene.outbound(), "GET", "/after").await.unwrap(), 200);
+    assert_eq!(load::request(scene.outbound(), "GET", PAYMENT, "/after").await.unwrap(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -541,7 +511,7 @@ async fn kube_tap_refuses_missing_bad_and_unauthorized_tokens_and_workload_token
     assert!(stderr.contains("a client certificate") && stderr.contains("--token-file"), "{stderr}");
 
     // Refused sessions never reached a proxy: it serves on.
-    assert_eq!(request(scene.outbound(), "GET", "/after").await.unwrap(), 200);
+    assert_eq!(load::request(scene.outbound(), "GET", PAYMENT, "/after").await.unwrap(), 200);
 }
 
 /// `GET /tap` on the admin API with `token`: status, body and `WWW-Authenticate`.

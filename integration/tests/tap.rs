@@ -18,10 +18,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use weft_control::bootstrap::AdsMode;
 use weft_control::tap::TapLine;
 use weft_integration::identity::{client_config, tls_channel};
@@ -83,7 +79,7 @@ impl Scene {
         let load = tokio::spawn(async move {
             while !flag.load(Ordering::Relaxed) {
                 for (method, path) in &traffic {
-                    let _ = request(outbound, method, WEB, path).await;
+                    let _ = load::request(outbound, method, WEB, path).await;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -98,22 +94,6 @@ impl Scene {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         ))
     }
-}
-
-/// One request through the proxy at `proxy`: `method path` with `Host: host`.
-async fn request(proxy: SocketAddr, method: &str, host: &str, path: &str) -> anyhow::Result<u16> {
-    let stream = TcpStream::connect(proxy).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let req =
-        http::Request::builder().method(method).uri(path).header("host", host).body(Empty::<Bytes>::new())?;
-    let exchange = async {
-        let resp = sender.send_request(req).await?;
-        let status = resp.status().as_u16();
-        resp.into_body().collect().await?;
-        anyhow::Ok(status)
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange).await.map_err(|_| anyhow::anyhow!("no answer"))?
 }
 
 fn lines(stdout: &str) -> Vec<TapLine> {
@@ -176,7 +156,7 @@ async fn tap_shows_live_requests_with_tls_and_the_clients_identity() -> anyhow::
     );
 
     // The proxy serves on after its sessions ended.
-    assert_eq!(request(scene.outbound(), "GET", WEB, "/after").await?, 200);
+    assert_eq!(load::request(scene.outbound(), "GET", WEB, "/after").await?, 200);
     Ok(())
 }
 
@@ -229,6 +209,6 @@ async fn a_workload_certificate_is_refused_by_the_proxys_tap_endpoint() -> anyho
     let result = tokio::time::timeout(Duration::from_secs(10), observed).await;
     assert!(matches!(result, Ok(Err(_))), "a workload tapped a proxy: {result:?}");
     // The proxy serves on.
-    assert_eq!(request(scene.outbound(), "GET", WEB, "/after").await?, 200);
+    assert_eq!(load::request(scene.outbound(), "GET", WEB, "/after").await?, 200);
     Ok(())
 }

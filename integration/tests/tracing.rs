@@ -359,16 +359,12 @@ async fn the_control_plane_exports_a_span_per_push_per_proxy() {
 /// above cover the mTLS chains).
 #[test]
 fn envoy_validates_the_tracing_config() {
-    use prost::Message;
     use weft_control::source::ManifestDir;
     use weft_control::translate::{
         INBOUND_PORT, MeshOptions, OTEL_COLLECTOR_CLUSTER, OUTBOUND_PORT, ProxyNode, translate_mesh,
         translate_proxy,
     };
-    use weft_xds_protos::envoy::config::bootstrap::v3::{Bootstrap, bootstrap};
     use weft_xds_protos::envoy::config::cluster::v3::cluster;
-    use weft_xds_protos::envoy::config::core::v3::{ApiConfigSource, ApiVersion, GrpcService, Node};
-    use weft_xds_protos::envoy::config::core::v3::{api_config_source, grpc_service};
 
     let example = weft_integration::mesh::examples_dir().join("payments");
     let report = ManifestDir::new(&example).load();
@@ -403,40 +399,6 @@ fn envoy_validates_the_tracing_config() {
         own.clusters.iter().find(|c| c.name == OTEL_COLLECTOR_CLUSTER).expect("collector cluster").clone();
     xds.name = "xds".into();
     clusters.push(xds);
-    let b = Bootstrap {
-        node: Some(Node { id: node.id.clone(), cluster: node.namespace.clone(), ..Default::default() }),
-        static_resources: Some(bootstrap::StaticResources {
-            listeners: own.listeners,
-            clusters,
-            ..Default::default()
-        }),
-        dynamic_resources: Some(bootstrap::DynamicResources {
-            ads_config: Some(ApiConfigSource {
-                api_type: api_config_source::ApiType::Grpc as i32,
-                transport_api_version: ApiVersion::V3 as i32,
-                grpc_services: vec![GrpcService {
-                    target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
-                        grpc_service::EnvoyGrpc { cluster_name: "xds".into(), ..Default::default() },
-                    )),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let file = tempfile::Builder::new().suffix(".pb").tempfile().unwrap();
-    std::fs::write(file.path(), b.encode_to_vec()).unwrap();
-    let check = std::process::Command::new(weft_integration::envoy_bin().unwrap())
-        .args(["--mode", "validate", "--log-level", "warn", "-c"])
-        .arg(file.path())
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "envoy --mode validate refused the traced config:\n{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
+    let b = weft_integration::envoy::ads_bootstrap(&node.id, &node.namespace, own.listeners, clusters);
+    weft_integration::envoy::validate("the traced config", &b).unwrap();
 }

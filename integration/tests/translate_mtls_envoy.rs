@@ -14,11 +14,10 @@ use weft_control::source::ManifestDir;
 use weft_control::translate::{
     AuthzMode, INBOUND_PORT, MeshOptions, OUTBOUND_PORT, ProxyNode, translate_mesh, translate_proxy,
 };
-use weft_xds_protos::envoy::config::bootstrap::v3::{Bootstrap, bootstrap};
+use weft_xds_protos::envoy::config::bootstrap::v3::Bootstrap;
 use weft_xds_protos::envoy::config::cluster::v3::{Cluster, cluster};
 use weft_xds_protos::envoy::config::core::v3::{
-    Address, ApiConfigSource, ApiVersion, GrpcService, Http2ProtocolOptions, Node, Pipe, SocketAddress,
-    address, api_config_source, grpc_service, socket_address,
+    Address, Http2ProtocolOptions, Pipe, SocketAddress, address, socket_address,
 };
 use weft_xds_protos::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
@@ -174,46 +173,12 @@ fn bootstrap(state: &MeshState, node: &ProxyNode, opts: &MeshOptions, sds_socket
         })),
     };
     clusters.insert("xds".into(), static_cluster("xds", xds));
-    Bootstrap {
-        node: Some(Node { id: node.id.clone(), cluster: node.namespace.clone(), ..Default::default() }),
-        static_resources: Some(bootstrap::StaticResources {
-            listeners: own.listeners,
-            clusters: clusters.into_values().collect(),
-            ..Default::default()
-        }),
-        dynamic_resources: Some(bootstrap::DynamicResources {
-            ads_config: Some(ApiConfigSource {
-                api_type: api_config_source::ApiType::Grpc as i32,
-                transport_api_version: ApiVersion::V3 as i32,
-                grpc_services: vec![GrpcService {
-                    target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
-                        grpc_service::EnvoyGrpc { cluster_name: "xds".into(), ..Default::default() },
-                    )),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// Has Envoy validate the bootstrap (binary proto: Envoy reads `.pb` files as such).
-fn envoy_validates(label: &str, bootstrap: &Bootstrap) -> anyhow::Result<()> {
-    let file = tempfile::Builder::new().suffix(".pb").tempfile()?;
-    std::fs::write(file.path(), bootstrap.encode_to_vec())?;
-    let check = std::process::Command::new(weft_integration::envoy_bin()?)
-        .args(["--mode", "validate", "--log-level", "warn", "-c"])
-        .arg(file.path())
-        .output()?;
-    anyhow::ensure!(
-        check.status.success(),
-        "envoy --mode validate refused {label}:\n{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
-    Ok(())
+    weft_integration::envoy::ads_bootstrap(
+        &node.id,
+        &node.namespace,
+        own.listeners,
+        clusters.into_values().collect(),
+    )
 }
 
 #[test]
@@ -238,7 +203,7 @@ fn envoy_accepts_the_mtls_and_rbac_weft_translates() -> anyhow::Result<()> {
                 let inbound = listeners.iter().find(|l| l.name == "inbound").expect("inbound listener");
                 assert_eq!(inbound.filter_chains.len(), 3, "one chain per service port");
             }
-            envoy_validates(&format!("{} ({mode})", node.id), &b)?;
+            weft_integration::envoy::validate(&format!("{} ({mode})", node.id), &b)?;
         }
     }
     Ok(())

@@ -141,18 +141,14 @@ impl Snapshot {
         match plan {
             Plan::Everything => Self::build_all(version, state, options, prev),
             Plan::Services { dirty, routes, proxies } => {
-                let mut next = Self::build_some(version, state, options, prev, &dirty, routes)?;
-                // A changed split status (a backend gained or lost endpoints) changes listeners.
-                if !proxies && next.splits == prev.splits {
-                    next.proxy_epoch = prev.proxy_epoch;
-                }
-                Ok(next)
+                Self::build_some(version, state, options, prev, &dirty, routes, proxies)
             }
         }
     }
 
     /// Translates only the services in `dirty` (and the routes when `routes`), taking
-    /// everything else from `prev`: what [`build_all`](Self::build_all) would make.
+    /// everything else from `prev`: what [`build_all`](Self::build_all) would make. Proxies
+    /// keep their own resources unless `proxies` or the split table changed.
     fn build_some(
         version: u64,
         state: Arc<MeshState>,
@@ -160,8 +156,12 @@ impl Snapshot {
         prev: &Snapshot,
         dirty: &BTreeSet<Key>,
         routes: bool,
+        proxies: bool,
     ) -> Result<Self, ConsistencyError> {
         let splits = SplitTable::build(&state);
+        // A changed split status (a backend gained or lost endpoints) changes listeners.
+        let proxy_epoch =
+            if proxies || splits != prev.splits { prev.proxy_epoch + 1 } else { prev.proxy_epoch };
         let mut clusters: BTreeMap<String, Arc<Encoded>> =
             prev.clusters.iter().map(|(n, r)| (n.clone(), r.clone())).collect();
         let mut endpoints: BTreeMap<String, Arc<Encoded>> =
@@ -201,7 +201,7 @@ impl Snapshot {
             routes_elsewhere,
             splits,
             options,
-            proxy_epoch: prev.proxy_epoch + 1,
+            proxy_epoch,
         })
     }
 

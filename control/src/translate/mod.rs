@@ -373,9 +373,8 @@ pub fn check_consistency(mesh: &MeshResources) -> Result<(), ConsistencyError> {
 
 /// [`check_consistency`] of shared resources: the hosts' clusters, whatever the namespace.
 pub fn check_shared_consistency(shared: &SharedResources) -> Result<(), ConsistencyError> {
-    let routes =
-        shared.outbound.clusters().map(|(host, c)| (format!("{} (virtual host {host})", names::OUTBOUND), c));
-    check(&shared.clusters, &shared.endpoints, routes)
+    check(&shared.clusters, &shared.endpoints, std::iter::empty())?;
+    check_routes(&shared.outbound, |c| shared.clusters.contains_key(c))
 }
 
 fn check<'a>(
@@ -424,8 +423,3 @@ mod tests;
 mod tests_mtls;
 #[cfg(test)]
 mod tests_tracing;
-
-/// The outbound RouteConfiguration as seen from one namespace.
-pub fn outbound_routes_for(state: &MeshState, splits: &SplitTable, namespace: &str) -> RouteConfiguration {
-    route::outbound(state, splits, namespace)
-}

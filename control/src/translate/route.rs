@@ -14,11 +14,6 @@ use prost::Message;
 use super::{SplitTable, names, split};
 use crate::model::{HttpMatch, HttpPolicy, Kind, MeshState, Protocol, Service, ServicePort};
 
-/// The outbound routes as a client in namespace `client_ns` sees them.
-pub(crate) fn outbound(state: &MeshState, splits: &SplitTable, client_ns: &str) -> RouteConfiguration {
-    OutboundHosts::build(state, splits).for_namespace(client_ns)
-}
-
 /// The outbound virtual hosts of one mesh state, each built and encoded once, ready to be
 /// given as every client namespace sees them.
 ///
