@@ -444,3 +444,25 @@ fn a_sotw_request_reads_the_discovery_request_wire_format() {
     expected.resource_names.push("c".into());
     assert_ne!(read, expected);
 }
+
+#[test]
+fn sotw_never_sends_an_assignment_nobody_subscribed_to_even_when_it_is_new() {
+    // The proxy subscribed to every assignment there was; a new one appears (its cluster is
+    // new too) and an old one changes: only the changed, subscribed one is sent.
+    let v1 = view_after(None, &[("a", 1), ("b", 1)]);
+    let v2 = view_after(Some(&v1), &[("a", 2), ("b", 1), ("d", 1)]);
+    let mut s = Sotw::new(Arc::new(Metrics::new()));
+    let mut r = report();
+    let e = s.on_request(sotw_req(ENDPOINT, &["a", "b"], "", None), &v1, &snap(), &mut r);
+    assert_eq!(e[0].resources.len(), 2);
+    s.on_request(sotw_req(ENDPOINT, &["a", "b"], &e[0].nonce, None), &v1, &snap(), &mut r);
+    let out = s.on_update(&v2, &snap(), &mut r);
+    let eds: Vec<_> = out.iter().filter(|r| r.type_url == ENDPOINT).collect();
+    assert_eq!(eds.len(), 1, "{out:?}");
+    let names: Vec<String> = eds[0]
+        .resources
+        .iter()
+        .map(|a| <ClusterLoadAssignment as prost::Message>::decode(&a.value[..]).unwrap().cluster_name)
+        .collect();
+    assert_eq!(names, ["a"]);
+}
