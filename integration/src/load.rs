@@ -66,6 +66,39 @@ pub async fn send(proxy: SocketAddr, host: &str, path: &str) -> anyhow::Result<(
     Client::new(proxy).send(host, path).await
 }
 
+/// Runs `command` (killed after 30 s) while sending each of `traffic` (method, path, with
+/// `Host: host`) through the proxy at `proxy` every 50 ms; returns its exit code, stdout and
+/// stderr once it has ended and the traffic has stopped.
+pub async fn run_under_traffic(
+    mut command: tokio::process::Command,
+    proxy: SocketAddr,
+    host: &str,
+    traffic: &[(&str, &str)],
+) -> anyhow::Result<(i32, String, String)> {
+    command.kill_on_drop(true);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic: Vec<(String, String)> =
+        traffic.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
+    let (flag, host) = (stop.clone(), host.to_owned());
+    let load = tokio::spawn(async move {
+        while !flag.load(Ordering::Relaxed) {
+            for (method, path) in &traffic {
+                let _ = request(proxy, method, &host, path).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let out = tokio::time::timeout(Duration::from_secs(30), command.output()).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await?;
+    let out = out.map_err(|_| anyhow::anyhow!("the command did not end within 30 s"))??;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
 /// One request on a connection of its own: `method path` with `Host: host`, sent to the
 /// proxy at `proxy`; returns the status once the body is read (within 5 s).
 pub async fn request(proxy: SocketAddr, method: &str, host: &str, path: &str) -> anyhow::Result<u16> {

@@ -20,9 +20,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -293,30 +290,10 @@ impl Scene {
         for (key, value) in env {
             command.env(key, value);
         }
-        let mut command = tokio::process::Command::from(command);
-        command.kill_on_drop(true);
-        let stop = Arc::new(AtomicBool::new(false));
-        let outbound = self.outbound();
-        let traffic: Vec<(String, String)> =
-            traffic.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
-        let flag = stop.clone();
-        let load = tokio::spawn(async move {
-            while !flag.load(Ordering::Relaxed) {
-                for (method, path) in &traffic {
-                    let _ = load::request(outbound, method, PAYMENT, path).await;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        });
-        let out = tokio::time::timeout(Duration::from_secs(30), command.output()).await;
-        stop.store(true, Ordering::Relaxed);
-        load.await.unwrap();
-        let out = out.expect("weft tap did not end within 30 s").unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let command = tokio::process::Command::from(command);
+        load::run_under_traffic(command, self.outbound(), PAYMENT, traffic)
+            .await
+            .unwrap_or_else(|e| panic!("weft tap: {e:#}"))
     }
 }
 

@@ -14,8 +14,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use weft_control::bootstrap::AdsMode;
@@ -70,29 +68,7 @@ impl Scene {
         if !args.contains(&"--operator-token-file") {
             cmd.arg("--ca-dir").arg(self.mesh.ca_dir());
         }
-        cmd.kill_on_drop(true);
-        let stop = Arc::new(AtomicBool::new(false));
-        let outbound = self.outbound();
-        let traffic: Vec<(String, String)> =
-            traffic.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
-        let flag = stop.clone();
-        let load = tokio::spawn(async move {
-            while !flag.load(Ordering::Relaxed) {
-                for (method, path) in &traffic {
-                    let _ = load::request(outbound, method, WEB, path).await;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        });
-        let out = tokio::time::timeout(Duration::from_secs(30), cmd.output()).await;
-        stop.store(true, Ordering::Relaxed);
-        load.await?;
-        let out = out.map_err(|_| anyhow::anyhow!("weft tap did not end within 30 s"))??;
-        Ok((
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ))
+        load::run_under_traffic(cmd, self.outbound(), WEB, traffic).await
     }
 }
 
